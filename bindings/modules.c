@@ -1,0 +1,18 @@
+/* The Lua modules built into the engine. Each is preloaded, so a script
+ * pays for a module only when it requires it. */
+#include "internal.h"
+#include "modules.h"
+
+static const luaL_Reg modules[] = {
+    {"async", luaopen_async},
+    {NULL, NULL},
+};
+
+void ar__modules_preload(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const luaL_Reg *m = modules; m->name != NULL; m++) {
+    lua_pushcfunction(L, m->func);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 1);
+}
