@@ -69,6 +69,7 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar__list_init(&t->waiters);
   ar__list_init(&t->unretrieved);
   ar__list_init(&t->done.node);
+  ar__list_init(&t->wait_link);
   ar__timer_init(&t->timer);
   ar__list_insert_tail(&E->tasks, &t->live);
   E->ntasks++;
