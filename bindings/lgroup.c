@@ -48,12 +48,19 @@ struct group_s {
   uint8_t cancelled;        /* the owner was cancelled from outside */
   uint8_t waiting;          /* the owner is suspended in group_wait_c */
   uint8_t cancelled_owner;  /* we cancelled the owner's body */
+  uint8_t aborting;         /* the children have been cancelled */
 };
 
 /* User values of a group: 1 children {slot = record}, 2 errors list. */
 
+/* Cancels the live children, once: as asyncio's TaskGroup does, a child
+ * that caught its cancellation may then clean up, even waiting, without
+ * being cancelled again. Children spawned afterwards are cancelled as they
+ * are spawned. */
 static void cancel_children(group_t *g) {
   ar__list_t *n, *next;
+  if (g->aborting) return;
+  g->aborting = 1;
   for (n = g->live.next; n != &g->live; n = next) {
     next = n->next; /* cancelling never ends a task synchronously, but be safe */
     ar__task_cancel(ar__container_of(n, child_t, link)->task);
@@ -145,7 +152,7 @@ static int g_spawn(lua_State *L) {
   ar__list_insert_tail(&g->live, &c->link);
   g->nlive++;
   ar__task_add_done(t, &c->done, child_done_cb);
-  if (g->failing || g->cancelled) ar__task_cancel(t);
+  if (g->aborting) ar__task_cancel(t);
   return 1;
 }
 
@@ -272,6 +279,7 @@ static int l_group(lua_State *L) {
   g->nlive = g->next_slot = 0;
   g->phase = PHASE_BODY;
   g->failing = g->cancelled = g->waiting = g->cancelled_owner = 0;
+  g->aborting = 0;
   luaL_setmetatable(L, GROUP_MT);
   lua_newtable(L);
   lua_setiuservalue(L, 2, 1);
