@@ -103,8 +103,26 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - (int)ctx;
 }
 
+/* Raised where a task cannot yield: inside a function called by a C
+ * function that has no continuation (table.sort's comparator, a gsub
+ * replacement, a __tostring run by tostring, a __gc). The wait's
+ * links are undone first, or a stale waiter, timer or ready entry would
+ * wake the task later, in the middle of something else. */
+static int raise_unyieldable(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
+                             void *data) {
+  if (cancel != NULL) {
+    t->wait_data = data;
+    cancel(t);
+    t->wait_data = NULL;
+  }
+  return luaL_error(L, "attempt to wait across a C-call boundary (inside a "
+                       "function called by C code that cannot yield, such "
+                       "as table.sort or string.gsub)");
+}
+
 int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
                      void *data, lua_KFunction k, lua_KContext ctx) {
+  if (!lua_isyieldable(L)) return raise_unyieldable(L, t, cancel, data);
   if (t->cancel_pending) {
     t->cancel_pending = 0;
     /* cancel functions find their record in wait_data (gather's, wait_for's
@@ -122,6 +140,7 @@ int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
 }
 
 int ar__task_yield(lua_State *L, ar__task_t *t) {
+  if (!lua_isyieldable(L)) return raise_unyieldable(L, t, NULL, NULL);
   if (t->cancel_pending) {
     t->cancel_pending = 0;
     return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
