@@ -302,10 +302,28 @@ static int g_tostring(lua_State *L) {
   return 1;
 }
 
+/* A group normally ends with no live child. It can be dropped with some
+ * only when its own bookkeeping raised (out of memory) or its owner was
+ * closed at shutdown: then the children go on as plain tasks, and their
+ * hooks, which live in records this group owns, must go first. The
+ * records are still there: what a finalized object reaches is kept until
+ * its finalizer has run. */
+static int g_gc(lua_State *L) {
+  group_t *g = lua_touserdata(L, 1);
+  while (!ar__list_empty(&g->live)) {
+    child_t *c = ar__container_of(g->live.next, child_t, link);
+    ar__task_remove_done(&c->done);
+    ar__list_remove(&c->link);
+  }
+  g->nlive = 0;
+  return 0;
+}
+
 void ar__group_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"spawn", g_spawn}, {"size", g_size}, {NULL, NULL}};
-  static const luaL_Reg meta[] = {{"__tostring", g_tostring}, {NULL, NULL}};
+  static const luaL_Reg meta[] = {
+      {"__tostring", g_tostring}, {"__gc", g_gc}, {NULL, NULL}};
   ar__class_new(L, GROUP_MT, methods, meta);
   lua_pushcfunction(L, l_group);
   lua_setfield(L, -2, "group");
