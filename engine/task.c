@@ -51,6 +51,11 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar__task_t *t = lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   t->ref = LUA_NOREF;
+  /* Before anything can raise: a half-made task is still collected, and
+   * its __gc looks at these lists. */
+  ar__list_init(&t->waiters);
+  ar__list_init(&t->unretrieved);
+  ar__list_init(&t->done.node);
   luaL_setmetatable(L, AR__TASK_MT);
   lua_State *co = lua_newthread(L);
   if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
@@ -66,9 +71,6 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   t->id = ++E->next_id;
   t->state = AR__TASK_NEW;
   t->nargs = nargs;
-  ar__list_init(&t->waiters);
-  ar__list_init(&t->unretrieved);
-  ar__list_init(&t->done.node);
   ar__timer_init(&t->timer);
   ar__list_insert_tail(&E->tasks, &t->live);
   E->ntasks++;
