@@ -159,23 +159,13 @@ void ar_engine_stop(ar_engine_t *E) {
     ar__task_cancel(ar__container_of(n, ar__task_t, live));
 }
 
+/* Nothing here runs a script's cleanup asynchronously: a run still in
+ * progress is abandoned (its tasks closed by force, their pending waits
+ * cancelled), so freeing never waits on a script. */
 void ar_engine_free(ar_engine_t *E) {
   if (E == NULL || E->freeing) return;
   if (E->L != NULL) {
-    if (E->phase != AR__PHASE_IDLE) {
-      E->done_cb = NULL;
-      /* An owned loop is ours to run: let the tasks clean up the way a
-       * stopped run does. A borrowed one may be inside uv_run right now. */
-      if (E->owns_loop && !E->in_callback && !E->blocking) {
-        ar_engine_stop(E);
-        E->blocking++;
-        while (E->phase != AR__PHASE_IDLE)
-          if (uv_run(E->loop, UV_RUN_ONCE) == 0) ar__engine_watch(E);
-        E->blocking--;
-      } else {
-        ar__engine_abandon_run(E);
-      }
-    }
+    ar__engine_abandon_run(E);
     if (E->ntasks > 0) ar__engine_force_close(E);
     ar__task_report_all(E);
     if (E->ended_ref != LUA_NOREF) {
@@ -187,11 +177,12 @@ void ar_engine_free(ar_engine_t *E) {
   }
   ar__op_free_all(E);
   E->freeing = 1;
-  if (E->handles_open > 0) {
-    ar__sched_close(E);
-    uv_close((uv_handle_t *)&E->uv_timer, ar__engine_close_cb);
-  }
-  if (!E->owns_loop) return; /* the last close callback releases E */
+  ar__sched_close(E);
+  uv_close((uv_handle_t *)&E->uv_timer, ar__engine_close_cb);
+  /* A borrowed loop: the last close callback releases E. An owned loop
+   * inside its own uv_run (a misuse) cannot be closed here: leak rather
+   * than free memory uv_run is using. */
+  if (!E->owns_loop || E->in_callback) return;
   while (E->handles_open > 0) uv_run(E->loop, UV_RUN_NOWAIT);
   release(E);
 }

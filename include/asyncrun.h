@@ -99,17 +99,15 @@ AR_API int ar_config_set_cpath(ar_config_t *cfg, const char *cpath);
  * memory runs out or an owned loop cannot be initialized. */
 AR_API ar_engine_t *ar_engine_new(const ar_config_t *cfg);
 
-/* Ends the engine: tasks still alive are cancelled (their pending host
- * operations get their cancel callbacks), failures nobody saw are
- * reported on stderr, the Lua state is closed and the engine's handles are
- * closed. With an owned loop a started run is first given the chance to
- * clean up, the loop is run until everything is closed, and all memory is
- * released before it returns. With a borrowed loop nothing runs the loop:
- * the last handle's close callback releases the memory, so the host runs
- * its loop again before uv_loop_close(). A started run's callback is not
- * called. Never call it from inside a blocking run, from a C function
- * called by a script, or (owned loop) from a callback of the engine's
- * loop. NULL is a no-op. */
+/* Ends the engine at once, never waiting on a script: a run in progress
+ * is abandoned without its callback and its tasks closed by force (ops
+ * get their cancel callbacks), then the Lua state and the engine's
+ * handles are closed. With an owned loop everything is released before
+ * it returns. With a borrowed loop the last handle's close callback
+ * releases the engine: the host runs its loop again before
+ * uv_loop_close(); it may call this from a callback of that loop. Never
+ * from a blocking run, a C function called by a script, or (owned loop) a
+ * callback of the engine's loop. NULL is a no-op. */
 AR_API void ar_engine_free(ar_engine_t *E);
 
 /* The engine's Lua state (main thread) and loop. */
@@ -182,7 +180,8 @@ typedef void (*ar_done_cb)(ar_engine_t *E, int status, int nresults,
                            void *data);
 
 /* Started runs: the same runs, returning at once (0 or an AR_E* code, and
- * then cb is never called). The host runs the loop, to completion or a
+ * then cb is never called; ar_engine_start_call pops its arguments as
+ * ar_engine_call does). The host runs the loop, to completion or a
  * step at a time (uv_run(loop, UV_RUN_NOWAIT)); cb (may be NULL) is called
  * once when the run is over. */
 AR_API int ar_engine_start_file(ar_engine_t *E, const char *path, int argc,
@@ -201,28 +200,14 @@ AR_API int ar_engine_start_call(ar_engine_t *E, const char *name, int nargs,
 AR_API void ar_engine_stop(ar_engine_t *E);
 
 /* ---- host asynchronous operations ----------------------------------------
- * A C function called by a script starts an operation of the host and
- * suspends its task until the host completes it:
- *
- *   static int l_read(lua_State *L) {
- *     int channel = (int)luaL_checkinteger(L, 1);  // may raise: before
- *     struct read *r = read_new(channel);
- *     if (r == NULL) return luaL_error(L, "not enough memory");
- *     r->op = ar_op_new(L, read_cancel_cb, r);
- *     if (r->op == NULL) { free(r); return luaL_error(L, "..."); }
- *     read_start(r);                               // must not raise
- *     return ar_op_suspend(L, r->op);
- *   }
- *
- * Later, from a loop callback, the host completes it exactly once with
- * ar_op_resolve* or ar_op_reject, and the script's call returns those
- * values or raises that error. If the task is cancelled first (t:cancel(),
- * a timeout, ar_engine_stop, ar_engine_free), cancel_cb runs once instead,
- * synchronously: it aborts the host's operation and must forget op, which
- * is freed when it returns. Exactly one of the two happens. An op is valid
- * from ar_op_new until it is completed or its cancel_cb returns. A pending
- * operation must keep the loop alive (an active, referenced handle or
- * request), or its task counts as deadlocked. */
+ * A C function called by a script makes an op, starts the host's work and
+ * returns ar_op_suspend(L, op): its task waits. Later, from a loop
+ * callback, the host completes the op once (ar_op_resolve*, ar_op_reject)
+ * and the script's call returns those values or raises that error. If the
+ * task is cancelled first, cancel_cb runs instead, once, synchronously: it
+ * aborts the work and forgets op. An op is valid from ar_op_new until it
+ * is completed or its cancel_cb returns. A pending op must keep the loop
+ * alive (an active, referenced handle or request). See docs/embedding.md. */
 
 typedef void (*ar_op_cancel_cb)(ar_op_t *op, void *data);
 /* Pushes values onto L and returns how many; runs in a protected call, so

@@ -306,6 +306,39 @@ static void test_leftovers(void) {
   ar_engine_free(E);
 }
 
+/* Leftovers that swallow every cancellation and then wait on each other
+ * are closed by force; a <close> handler that tries to wait then fails
+ * cleanly and leaves no timer behind. */
+static void test_force_close(void) {
+  ar_engine_t *E = ar_engine_new(NULL);
+  CHECK_RC(E, ar_engine_run_string(E,
+                                   "local async = require 'async'\n"
+                                   "closed = 0\n"
+                                   "local a, b\n"
+                                   "local function stubborn(get)\n"
+                                   "  local guard <close> = setmetatable({}, {__close = function()\n"
+                                   "    closed = closed + 1\n"
+                                   "    local ok, err = pcall(async.sleep, 1)\n"
+                                   "    close_err = tostring(err)\n"
+                                   "  end})\n"
+                                   "  while true do pcall(function() get():await() end) end\n"
+                                   "end\n"
+                                   "a = async.spawn(stubborn, function() return b end)\n"
+                                   "b = async.spawn(stubborn, function() return a end)\n"
+                                   "async.sleep(0.01)",
+                                   "=force"),
+           0);
+  CHECK_INT(ar_engine_tasks(E), 0);
+  CHECK_RC(E, ar_engine_run_string(E,
+                                   "local st = require('async').stats()\n"
+                                   "assert(closed == 2, closed)\n"
+                                   "assert(close_err:find('yield'), close_err)\n"
+                                   "assert(st.timers == 0 and st.tasks == 1)",
+                                   "=after"),
+           0);
+  ar_engine_free(E);
+}
+
 int main(void) {
   test_version();
   test_run_string();
@@ -315,6 +348,7 @@ int main(void) {
   test_register();
   test_started();
   test_leftovers();
+  test_force_close();
   printf("ok\n");
   return 0;
 }
