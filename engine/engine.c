@@ -93,12 +93,13 @@ static void release(ar_engine_t *E) {
   free(E);
 }
 
-void ar__engine_close_cb(uv_handle_t *h) {
-  ar_engine_t *E = h->data;
+void ar__engine_handle_closed(ar_engine_t *E) {
   /* A borrowed loop: ar_engine_free returned long ago, the memory goes
    * with the last handle. */
   if (--E->handles_open == 0 && E->freeing && !E->owns_loop) release(E);
 }
+
+void ar__engine_close_cb(uv_handle_t *h) { ar__engine_handle_closed(h->data); }
 
 /* Creation runs everything that can fail before the first uv handle is
  * initialized: a handle can only leave a loop through a close callback,

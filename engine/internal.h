@@ -234,8 +234,10 @@ void ar__engine_watch(ar_engine_t *E);
 void ar__engine_force_close(ar_engine_t *E);
 /* Ends the run in progress at once, without calling its callback. */
 void ar__engine_abandon_run(ar_engine_t *E);
-/* Close callback of every uv handle the engine owns (E in h->data). With a
- * borrowed loop the last one releases the engine's memory. */
+/* Counts a handle of E's as closed; with a borrowed loop, the last one
+ * after ar_engine_free releases E (so nothing may touch E after it). */
+void ar__engine_handle_closed(ar_engine_t *E);
+/* A close callback doing just that, for handles with E in h->data. */
 void ar__engine_close_cb(uv_handle_t *h);
 /* Frees ops that were never suspended (a host that broke the contract). */
 void ar__op_free_all(ar_engine_t *E);
@@ -277,9 +279,11 @@ struct ar_engine_s {
   uint64_t uv_timer_due; /* what uv_timer is armed for, 0 when stopped */
 
   /* uv handles not yet through their close callback. A module that owns
-   * handles counts them here and closes them from a __gc it anchors in the
-   * registry: ar_engine_free closes the lua_State, then runs the loop until
-   * this reaches zero. */
+   * handles counts them here, closes them from a __gc it anchors in the
+   * registry, and ends each close callback with ar__engine_handle_closed:
+   * ar_engine_free closes the lua_State, then (owned loop) runs the loop
+   * until this reaches zero, or (borrowed loop) leaves the last close
+   * callback to release the engine. */
   int handles_open;
   int stopping;
   char *errmsg;
