@@ -196,6 +196,7 @@ void ar__engine_force_close(ar_engine_t *E) {
   }
   /* The ready ring may still name closed tasks; they are gone now. */
   E->ready_len = 0;
+  uv_idle_stop(&E->idle);
 }
 
 /* The run is over: report it. A blocking caller collects the root's
