@@ -32,7 +32,8 @@ static const char default_key = 'D';
 
 typedef struct {
   ar__http_limit_t limit;
-  struct curl_slist *headers; /* the session's headers, ready for curl */
+  struct curl_slist *headers;      /* the session's headers, ready for curl */
+  struct curl_slist *body_headers; /* the same for requests with a body */
   double timeout, connect_timeout;
   long max_redirects;
   size_t max_body;
@@ -200,6 +201,34 @@ static void collect_headers(lua_State *L, int hdrs, int lines) {
   }
 }
 
+/* A header list for curl from lines (lower name -> "Name: value"), plus
+ * "Expect:", which keeps curl from waiting for a 100 Continue before large
+ * bodies (many servers never send one), and for requests with a body and
+ * no Content-Type, "Content-Type:", which stops curl from labelling any
+ * body as a form. Raises on memory errors; nothing is leaked then, as
+ * the list is freed on the way out. */
+static struct curl_slist *build_headers(lua_State *L, int lines, int body) {
+  struct curl_slist *list = NULL, *l;
+  lua_pushnil(L);
+  while (lua_next(L, lines)) {
+    if ((l = ar__http_slist_append(list, lua_tostring(L, -1))) == NULL) goto nomem;
+    list = l;
+    lua_pop(L, 1);
+  }
+  if ((l = ar__http_slist_append(list, "Expect:")) == NULL) goto nomem;
+  list = l;
+  if (body && lua_getfield(L, lines, "content-type") == LUA_TNIL) {
+    if ((l = ar__http_slist_append(list, "Content-Type:")) == NULL) goto nomem;
+    list = l;
+  }
+  if (body) lua_pop(L, 1);
+  return list;
+nomem:
+  ar__http_slist_free(list);
+  luaL_error(L, "not enough memory");
+  return NULL;
+}
+
 /* ---- sessions --------------------------------------------------------------- */
 
 static session_t *check_session(lua_State *L, int idx) {
@@ -212,7 +241,8 @@ static int session_gc(lua_State *L) {
     /* Every request anchors its session, so none is in flight now. */
     ar__http_limit_close(&S->limit);
     ar__http_slist_free(S->headers);
-    S->headers = NULL;
+    ar__http_slist_free(S->body_headers);
+    S->headers = S->body_headers = NULL;
     S->open = 0;
   }
   return 0;
@@ -256,18 +286,8 @@ static session_t *session_new(lua_State *L, int opts) {
   lua_settop(L, lines);
   ar__http_limit_init(&S->limit, (int)maxc, (int)maxh);
   S->open = 1;
-  /* "Expect:" keeps curl from waiting for a 100 Continue before large
-   * bodies, which many servers never send. */
-  lua_pushnil(L);
-  while (lua_next(L, lines)) {
-    struct curl_slist *l = ar__http_slist_append(S->headers, lua_tostring(L, -1));
-    if (l == NULL) luaL_error(L, "not enough memory");
-    S->headers = l;
-    lua_pop(L, 1);
-  }
-  struct curl_slist *l = ar__http_slist_append(S->headers, "Expect:");
-  if (l == NULL) luaL_error(L, "not enough memory");
-  S->headers = l;
+  S->headers = build_headers(L, lines, 0);
+  S->body_headers = build_headers(L, lines, 1);
   lua_setiuservalue(L, sidx, 2);
   return S;
 }
@@ -570,7 +590,7 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
   }
 
   /* Headers: the session's, unless the request adds its own. */
-  req->headers = S->headers;
+  req->headers = req->body != NULL ? S->body_headers : S->headers;
   int hdrs = 0;
   if (opts != 0 && lua_getfield(L, opts, "headers") != LUA_TNIL) {
     luaL_checktype(L, -1, LUA_TTABLE);
@@ -595,20 +615,9 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
       }
       lua_pop(L, 1);
     }
-    req->headers = NULL;
+    req->headers = build_headers(L, lines, req->body != NULL);
     req->headers_owned = 1;
-    lua_pushnil(L);
-    while (lua_next(L, lines)) {
-      struct curl_slist *l = ar__http_slist_append(req->headers, lua_tostring(L, -1));
-      if (l == NULL) return luaL_error(L, "not enough memory");
-      req->headers = l;
-      lua_pop(L, 1);
-    }
-    struct curl_slist *l = ar__http_slist_append(req->headers, "Expect:");
-    if (l == NULL) return luaL_error(L, "not enough memory");
-    req->headers = l;
   }
-
   req->timeout = opt_seconds(L, opts, "timeout", S->timeout);
   req->connect_timeout = opt_seconds(L, opts, "connect_timeout", S->connect_timeout);
   req->max_redirects = (long)opt_count(L, opts, "max_redirects", S->max_redirects);
@@ -627,7 +636,7 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
 /* http.get(url, opts), http.post(url, opts), http.request(opts): the
  * default session's. */
 static int l_get(lua_State *L) {
-  luaL_checkstring(L, 1);
+  luaL_checktype(L, 1, LUA_TSTRING);
   int opts = check_opts(L, 2);
   lua_settop(L, 2);
   push_default_session(L);
@@ -635,7 +644,7 @@ static int l_get(lua_State *L) {
 }
 
 static int l_post(lua_State *L) {
-  luaL_checkstring(L, 1);
+  luaL_checktype(L, 1, LUA_TSTRING);
   int opts = check_opts(L, 2);
   lua_settop(L, 2);
   push_default_session(L);
@@ -652,7 +661,7 @@ static int l_request(lua_State *L) {
 /* s:get(url, opts), s:post(url, opts), s:request(opts) */
 static int s_get(lua_State *L) {
   check_session(L, 1);
-  luaL_checkstring(L, 2);
+  luaL_checktype(L, 2, LUA_TSTRING);
   int opts = check_opts(L, 3);
   lua_settop(L, 3);
   return do_request(L, 1, 2, opts, "GET", "session:get");
@@ -660,7 +669,7 @@ static int s_get(lua_State *L) {
 
 static int s_post(lua_State *L) {
   check_session(L, 1);
-  luaL_checkstring(L, 2);
+  luaL_checktype(L, 2, LUA_TSTRING);
   int opts = check_opts(L, 3);
   lua_settop(L, 3);
   return do_request(L, 1, 2, opts, "POST", "session:post");
