@@ -249,10 +249,11 @@ static int session_gc(lua_State *L) {
 }
 
 /* Creates a session from the options table at opts (0: defaults) and
- * pushes it. User values: 1 base URL, 2 lines (lower name -> "Name: v"). */
+ * pushes it. User values: 1 base URL, 2 lines (lower name -> "Name: v"),
+ * 3 proxy URL. */
 static session_t *session_new(lua_State *L, int opts) {
   need_curl(L);
-  session_t *S = lua_newuserdatauv(L, sizeof *S, 2);
+  session_t *S = lua_newuserdatauv(L, sizeof *S, 3);
   int sidx = lua_gettop(L);
   memset(S, 0, sizeof *S);
   luaL_setmetatable(L, SESSION_MT);
@@ -277,6 +278,12 @@ static session_t *session_new(lua_State *L, int opts) {
     free(key);
   }
   lua_setiuservalue(L, sidx, 1);
+  const char *proxy = opt_string(L, opts, "proxy");
+  if (proxy != NULL && *proxy == '\0') { /* "" means none */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  lua_setiuservalue(L, sidx, 3);
   lua_newtable(L);
   int lines = lua_gettop(L);
   if (opts != 0 && lua_getfield(L, opts, "headers") != LUA_TNIL) {
@@ -435,6 +442,7 @@ static int is_space(char c) { return c == ' ' || c == '\t'; }
 /* Pushes a table of the header block: lower-case names; a repeated header
  * has its values joined with ", " (as RFC 9110 allows for lists). */
 static void push_headers(lua_State *L, const char *p, size_t len) {
+  char lower[64];
   lua_createtable(L, 0, 8);
   int t = lua_gettop(L);
   const char *end = p + len;
@@ -451,10 +459,16 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
       while (ve > v && is_space(ve[-1])) ve--;
       const char *ne = colon;
       while (ne > p && is_space(ne[-1])) ne--;
-      luaL_Buffer b;
-      char *lc = luaL_buffinitsize(L, &b, (size_t)(ne - p));
-      for (const char *q = p; q < ne; q++) lc[q - p] = (char)tolower((unsigned char)*q);
-      luaL_pushresultsize(&b, (size_t)(ne - p));
+      size_t nlen = (size_t)(ne - p);
+      if (nlen <= sizeof lower) {
+        for (size_t i = 0; i < nlen; i++) lower[i] = (char)tolower((unsigned char)p[i]);
+        lua_pushlstring(L, lower, nlen);
+      } else {
+        luaL_Buffer b;
+        char *lc = luaL_buffinitsize(L, &b, nlen);
+        for (size_t i = 0; i < nlen; i++) lc[i] = (char)tolower((unsigned char)p[i]);
+        luaL_pushresultsize(&b, nlen);
+      }
       lua_pushvalue(L, -1);
       if (lua_rawget(L, t) == LUA_TSTRING) {
         lua_pushliteral(L, ", ");
@@ -618,6 +632,11 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
     req->headers = build_headers(L, lines, req->body != NULL);
     req->headers_owned = 1;
   }
+  /* The proxy string stays alive in the session, which the request
+   * anchors. */
+  lua_getiuservalue(L, sidx, 3);
+  req->proxy = lua_tostring(L, -1);
+  lua_pop(L, 1);
   req->timeout = opt_seconds(L, opts, "timeout", S->timeout);
   req->connect_timeout = opt_seconds(L, opts, "connect_timeout", S->connect_timeout);
   req->max_redirects = (long)opt_count(L, opts, "max_redirects", S->max_redirects);

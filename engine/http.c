@@ -473,6 +473,10 @@ static CURLcode configure(ar__http_req_t *req, CURL *e, double remaining) {
   SET(opt_ptr(e, CURLOPT_HEADERFUNCTION, (void *)header_cb));
   SET(opt_ptr(e, CURLOPT_HEADERDATA, req));
   if (req->headers != NULL) SET(opt_ptr(e, CURLOPT_HTTPHEADER, req->headers));
+  /* An explicit proxy, or none: "" also keeps curl from reading
+   * http_proxy and friends from the environment, as aiohttp does by
+   * default, so a stray variable cannot divert loopback traffic. */
+  SET(opt_ptr(e, CURLOPT_PROXY, req->proxy != NULL ? req->proxy : ""));
   if (strcmp(m, "HEAD") == 0) {
     SET(opt_long(e, CURLOPT_NOBODY, 1L));
   } else if (req->body != NULL) {
@@ -786,8 +790,87 @@ const char *ar__http_error_message(const ar__http_req_t *req) {
   return api.easy_strerror((CURLcode)req->result);
 }
 
+/* The common case without curl's URL parser, which costs more than the
+ * rest of a request's set-up together: an absolute http(s) URL whose host
+ * is a plain name or IPv4 address, with an optional port, and a path of
+ * printable ASCII without fragments, backslashes or dot segments (curl
+ * would normalise those). Returns 1 when handled (0 or -1 in *rc), 0 to
+ * leave the URL to curl_url. */
+static int fast_url(const char *url, const char *query, char **out,
+                    char **host_key, int *rc) {
+  const char *scheme, *defport, *p;
+  if (strncmp(url, "http://", 7) == 0) {
+    scheme = "http";
+    defport = "80";
+    p = url + 7;
+  } else if (strncmp(url, "https://", 8) == 0) {
+    scheme = "https";
+    defport = "443";
+    p = url + 8;
+  } else {
+    return 0;
+  }
+  const char *host = p;
+  while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+         (*p >= '0' && *p <= '9') || *p == '-' || *p == '.')
+    p++;
+  size_t hlen = (size_t)(p - host);
+  if (hlen == 0 || hlen > 253) return 0;
+  const char *port = defport;
+  size_t plen = strlen(defport);
+  if (*p == ':') {
+    port = ++p;
+    long v = 0;
+    while (*p >= '0' && *p <= '9' && p - port < 6) v = v * 10 + (*p++ - '0');
+    plen = (size_t)(p - port);
+    if (plen == 0 || plen > 5 || v < 1 || v > 65535) return 0;
+  }
+  if (*p != '/' && *p != '?' && *p != '\0') return 0;
+  const char *path = p;
+  for (; *p != '\0'; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c <= 0x20 || c >= 0x7f || c == '#' || c == '\\') return 0;
+    if (c == '.' && p[-1] == '/') return 0;
+  }
+  size_t ulen = (size_t)(path - url), rest = (size_t)(p - path);
+  size_t qlen = query != NULL ? strlen(query) : 0;
+  char *full = malloc(ulen + 1 + rest + 1 + qlen + 1);
+  size_t klen = strlen(scheme) + 3 + hlen + 1 + plen + 1;
+  char *key = malloc(klen);
+  if (full == NULL || key == NULL) {
+    free(full);
+    free(key);
+    *rc = -1;
+    return 1;
+  }
+  char *f = full;
+  memcpy(f, url, ulen);
+  f += ulen;
+  if (*path != '/') *f++ = '/'; /* "http://h" and "http://h?q" get a path */
+  memcpy(f, path, rest);
+  f += rest;
+  if (qlen > 0) {
+    *f++ = memchr(path, '?', rest) != NULL ? '&' : '?';
+    memcpy(f, query, qlen);
+    f += qlen;
+  }
+  *f = '\0';
+  int n = snprintf(key, klen, "%s://%.*s:%.*s", scheme, (int)hlen, host, (int)plen, port);
+  for (int i = (int)strlen(scheme) + 3; i < n; i++)
+    if (key[i] >= 'A' && key[i] <= 'Z') key[i] = (char)(key[i] - 'A' + 'a');
+  *out = full;
+  *host_key = key;
+  *rc = 0;
+  return 1;
+}
+
 int ar__http_url(const char *base, const char *url, const char *query,
                  char **out, char **host_key, const char **err) {
+  int frc;
+  if (fast_url(url, query, out, host_key, &frc)) {
+    if (frc != 0) *err = "not enough memory";
+    return frc;
+  }
   CURLU *u = api.url();
   char *full = NULL, *scheme = NULL, *host = NULL, *port = NULL;
   CURLUcode rc;

@@ -75,6 +75,7 @@ struct ar__http_req_s {
   const char *body;   /* NULL: no body */
   size_t body_len;
   struct curl_slist *headers;
+  const char *proxy;      /* NULL: none (environment variables are ignored) */
   double timeout;         /* total seconds, 0: none */
   double connect_timeout; /* 0: curl's default */
   long max_redirects;     /* 0: do not follow */
