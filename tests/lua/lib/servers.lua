@@ -46,4 +46,13 @@ function M.faults(lifetime)
   return s
 end
 
+-- A private nginx serving HTTPS and HTTP/2 with a self-signed certificate.
+function M.nginx_tls(lifetime)
+  local s = start("nginx_tls.py", lifetime)
+  function s:url(path)
+    return string.format("https://127.0.0.1:%d%s", self.port, path or "/")
+  end
+  return s
+end
+
 return M
