@@ -168,6 +168,7 @@ static void settle(ar_engine_t *E) {
   }
   /* The ready ring may still name closed tasks; they are gone now. */
   E->ready_len = 0;
+  uv_idle_stop(&E->idle);
 }
 
 /* Protected: renders the root task's failure as "message\ntraceback". */

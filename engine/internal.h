@@ -19,6 +19,7 @@ typedef struct ar__done_s ar__done_t;
 
 /* Names of the metatables, in the registry. */
 #define AR__TASK_MT "asyncrun.task"
+#define AR__TASK_FAILED_MT "asyncrun.task.failed" /* see ar__task_test */
 #define AR__ERROR_MT "asyncrun.error"
 
 /* ---- timers (timer.c) ------------------------------------------------- */

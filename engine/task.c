@@ -37,12 +37,20 @@ ar__task_t *ar__task_check_current(lua_State *L, const char *what) {
   return t;
 }
 
+/* A handle has one of two metatables: AR__TASK_MT, or, once the task has
+ * failed and nobody has seen the error, AR__TASK_FAILED_MT, the same plus a
+ * __gc that reports the failure. Only those few handles carry a finalizer:
+ * finalizers make Lua's collector keep every such object one extra cycle
+ * and call into C for each, which costs a task-heavy script dearly. */
 ar__task_t *ar__task_test(lua_State *L, int idx) {
-  return luaL_testudata(L, idx, AR__TASK_MT);
+  void *p = luaL_testudata(L, idx, AR__TASK_MT);
+  return p != NULL ? p : luaL_testudata(L, idx, AR__TASK_FAILED_MT);
 }
 
 ar__task_t *ar__task_check(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, AR__TASK_MT);
+  ar__task_t *t = ar__task_test(L, idx);
+  if (t == NULL) luaL_typeerror(L, idx, AR__TASK_MT);
+  return t;
 }
 
 ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
@@ -222,8 +230,12 @@ static int finish_error_p(lua_State *L) {
     lua_pushliteral(L, "");
   else
     luaL_traceback(L, co, NULL, 0);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the handle, for its name */
-  lua_getiuservalue(L, -1, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the handle */
+  if (!cancelled) {
+    /* Arm the report of an unseen failure (see ar__task_test). */
+    luaL_setmetatable(L, AR__TASK_FAILED_MT);
+  }
+  lua_getiuservalue(L, -1, 2); /* its name */
   lua_remove(L, -2);
 #if LUA_VERSION_RELEASE_NUM >= 50406
   lua_closethread(co, L);
@@ -482,12 +494,10 @@ static int task_gc(lua_State *L) {
   return 0;
 }
 
-void ar__task_open(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"await", task_await},     {"cancel", task_cancel}, {"done", task_done},
-      {"cancelled", task_cancelled}, {"result", task_result}, {NULL, NULL}};
-  luaL_newmetatable(L, AR__TASK_MT);
-  luaL_newlib(L, methods);
+static void new_task_metatable(lua_State *L, const char *name, int methods,
+                               int with_gc) {
+  luaL_newmetatable(L, name);
+  lua_pushvalue(L, methods);
   lua_setfield(L, -2, "methods");
   lua_pushcfunction(L, task_index);
   lua_setfield(L, -2, "__index");
@@ -495,7 +505,21 @@ void ar__task_open(lua_State *L) {
   lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, task_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, task_gc);
-  lua_setfield(L, -2, "__gc");
+  lua_pushstring(L, AR__TASK_MT);
+  lua_setfield(L, -2, "__name");
+  if (with_gc) {
+    lua_pushcfunction(L, task_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
+void ar__task_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"await", task_await},     {"cancel", task_cancel}, {"done", task_done},
+      {"cancelled", task_cancelled}, {"result", task_result}, {NULL, NULL}};
+  luaL_newlib(L, methods);
+  new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);
+  new_task_metatable(L, AR__TASK_FAILED_MT, lua_gettop(L), 1);
   lua_pop(L, 1);
 }
