@@ -16,10 +16,13 @@
 
 #include "asyncrun.h"
 
-#define CHECK(cond)                                                      \
+#include "check.h"
+
+/* For set-up steps the rest of the test cannot do without. */
+#define REQUIRE(cond)                                                    \
   do {                                                                   \
     if (!(cond)) {                                                       \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+      fprintf(stderr, "%s:%d: required: %s\n", __FILE__, __LINE__, #cond); \
       exit(1);                                                           \
     }                                                                    \
   } while (0)
@@ -27,11 +30,10 @@
 #define CHECK_RC(E, rc)                                                  \
   do {                                                                   \
     int rc_ = (rc);                                                      \
-    if (rc_ != 0) {                                                      \
+    CHECK(rc_ == 0);                                                     \
+    if (rc_ != 0)                                                        \
       fprintf(stderr, "%s:%d: engine failed (%s): %s\n", __FILE__, __LINE__, \
               ar_strerror(rc_), ar_engine_error(E));                     \
-      exit(1);                                                           \
-    }                                                                    \
   } while (0)
 
 static int silent_port; /* listens, never accepts */
@@ -44,10 +46,10 @@ static int listen_socket(int *port) {
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK(fd >= 0);
-  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-  CHECK(listen(fd, 512) == 0);
-  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+  REQUIRE(fd >= 0);
+  REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  REQUIRE(listen(fd, 512) == 0);
+  REQUIRE(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
   *port = ntohs(a.sin_port);
   return fd;
 }
@@ -56,7 +58,7 @@ static int count_fds(void) {
   int n = 0;
   DIR *d = opendir("/proc/self/fd");
   struct dirent *e;
-  CHECK(d != NULL);
+  REQUIRE(d != NULL);
   while ((e = readdir(d)) != NULL)
     if (e->d_name[0] != '.') n++;
   closedir(d);
@@ -91,7 +93,7 @@ static void engine_thread(void *arg) {
   (void)arg;
   for (int round = 0; round < 3; round++) {
     ar_engine_t *E = ar_engine_new(NULL);
-    CHECK(E != NULL);
+    REQUIRE(E != NULL);
     run(E, busy_script);
     ar_engine_free(E);
   }
@@ -99,8 +101,8 @@ static void engine_thread(void *arg) {
 
 static void test_two_engines_on_two_threads(void) {
   uv_thread_t a, b;
-  CHECK(uv_thread_create(&a, engine_thread, NULL) == 0);
-  CHECK(uv_thread_create(&b, engine_thread, NULL) == 0);
+  REQUIRE(uv_thread_create(&a, engine_thread, NULL) == 0);
+  REQUIRE(uv_thread_create(&b, engine_thread, NULL) == 0);
   CHECK(uv_thread_join(&a) == 0);
   CHECK(uv_thread_join(&b) == 0);
 }
@@ -108,7 +110,7 @@ static void test_two_engines_on_two_threads(void) {
 /* Two engines on one thread, alternating on one loop each. */
 static void test_two_engines_interleaved(void) {
   ar_engine_t *E1 = ar_engine_new(NULL), *E2 = ar_engine_new(NULL);
-  CHECK(E1 != NULL && E2 != NULL);
+  REQUIRE(E1 != NULL && E2 != NULL);
   run(E1, busy_script);
   run(E2, busy_script);
   run(E1, busy_script);
@@ -122,9 +124,9 @@ static void test_two_engines_interleaved(void) {
 static void test_free_with_transfers_in_flight(void) {
   int fds0 = count_fds();
   uv_loop_t loop;
-  CHECK(uv_loop_init(&loop) == 0);
+  REQUIRE(uv_loop_init(&loop) == 0);
   ar_engine_t *E = ar_engine_new(&loop);
-  CHECK(E != NULL);
+  REQUIRE(E != NULL);
   run(E,
       "local async = require 'async'\n"
       "local http = require 'async.http'\n"
@@ -143,15 +145,15 @@ static void test_free_with_transfers_in_flight(void) {
       "assert(http.stats().active == 1)\n");
   ar_engine_free(E);
   /* Every handle the engine (and curl through it) opened is closed. */
-  CHECK(uv_run(&loop, UV_RUN_NOWAIT) == 0);
-  CHECK(uv_loop_close(&loop) == 0);
-  CHECK(count_fds() == fds0);
+  CHECK_INT(uv_run(&loop, UV_RUN_NOWAIT), 0);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  CHECK_INT(count_fds(), fds0);
 }
 
 /* An engine that never makes a request never loads its multi. */
 static void test_no_request_no_multi(void) {
   ar_engine_t *E = ar_engine_new(NULL);
-  CHECK(E != NULL);
+  REQUIRE(E != NULL);
   run(E,
       "local http = require 'async.http'\n"
       "local st = http.stats()\n"
@@ -168,6 +170,5 @@ int main(void) {
   test_two_engines_on_two_threads();
   test_free_with_transfers_in_flight();
   close(silent);
-  printf("ok test_http_engine\n");
-  return 0;
+  return check_summary("test_http_engine");
 }
