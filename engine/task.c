@@ -114,7 +114,10 @@ int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
                      void *data, lua_KFunction k, lua_KContext ctx) {
   if (t->cancel_pending) {
     t->cancel_pending = 0;
+    /* cancel reads its record from wait_data, as when called later. */
+    t->wait_data = data;
     if (cancel != NULL) cancel(t);
+    t->wait_data = NULL;
     return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
   }
   t->cancel = cancel;
