@@ -114,8 +114,7 @@ int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
                      void *data, lua_KFunction k, lua_KContext ctx) {
   if (t->cancel_pending) {
     t->cancel_pending = 0;
-    /* The cancel function finds its record through wait_data (gather's
-     * and wait_for's do): set it before running it. */
+    /* cancel reads its record from wait_data, as when called later. */
     t->wait_data = data;
     if (cancel != NULL) cancel(t);
     t->wait_data = NULL;
