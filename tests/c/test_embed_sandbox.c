@@ -47,15 +47,32 @@ static void test_deny_libraries(void) {
 static void test_deny_modules(void) {
   const char *rules[] = {"-async.*", "-async.fs", "-async.process", NULL};
   ar_engine_t *E = engine_with(rules);
-  run_ok(E, "assert(require('async').sleep)");
+  run_ok(E, "assert(require('async').sleep)\n"
+            "local ok, err = pcall(require, 'async.http')\n"
+            "assert(not ok and err:find(\"module 'async.http' is not available\"), err)\n"
+            "assert(require('cjson').encode({1}) == '[1]')");
   ar_engine_free(E);
 
-  const char *rules2[] = {"-async", NULL};
+  const char *rules1[] = {"-*", "+async", NULL};
+  E = engine_with(rules1);
+  run_ok(E, "assert(require('async').spawn)\n"
+            "assert(not pcall(require, 'async.http'))\n"
+            "assert(not pcall(require, 'cjson'))");
+  ar_engine_free(E);
+
+  /* A module an allowed module loads for itself becomes loaded: async.http
+   * loads cjson. */
+  const char *rules2[] = {"-cjson", "-cjson.safe", NULL};
   E = engine_with(rules2);
+  run_ok(E, "assert(not pcall(require, 'cjson'))\n"
+            "assert(require('async.http').get)\n"
+            "assert(require('cjson').decode('[2]')[1] == 2)");
+  ar_engine_free(E);
+
+  const char *rules3[] = {"-async", NULL};
+  E = engine_with(rules3);
   run_ok(E, "local ok, err = pcall(require, 'async')\n"
             "assert(not ok and err:find(\"module 'async' is not available\"), err)");
-  /* The engine itself still runs tasks: the root is one. */
-  CHECK_INT(ar_engine_tasks(E), 0);
   ar_engine_free(E);
 }
 
