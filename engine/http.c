@@ -186,12 +186,14 @@ struct ar__http_host_s {
 };
 
 static void handle_closed(ar__http_t *H) {
+  ar_engine_t *E = H->E;
   H->handles--;
-  H->E->handles_open--;
   if (H->closing && H->handles == 0) {
     free(H->idle);
     free(H);
   }
+  /* Last: with a borrowed loop this may release the engine. */
+  ar__engine_handle_closed(E);
 }
 
 static void sock_close_cb(uv_handle_t *h) {

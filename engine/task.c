@@ -286,11 +286,24 @@ void ar__task_run(ar__task_t *t) {
     int cancelled = lua_toboolean(L, -1);
     finish(t, cancelled ? AR__OUT_CANCELLED : AR__OUT_ERROR, 3);
   } else {
-    /* Out of memory while recording the failure: keep what we can. */
+    /* Out of memory while recording the failure: keep what we can. The
+     * dead thread still stands in the frame that raised, and its stack
+     * indices count from there: reset it (which also closes its pending
+     * <close> variables if finish_error_p did not get that far). And arm
+     * the report as finish_error_p would have: the handle stays on
+     * E->unretrieved, so its __gc must unlink it. Neither allocates. */
+#if LUA_VERSION_RELEASE_NUM >= 50406
+    lua_closethread(co, L);
+#else
+    lua_resetthread(co);
+#endif
     lua_settop(co, 0);
     lua_xmove(L, co, 1);
     lua_pushnil(co);
     lua_pushnil(co);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    luaL_setmetatable(L, AR__TASK_FAILED_MT);
+    lua_pop(L, 1);
     finish(t, AR__OUT_ERROR, 3);
   }
   lua_settop(L, top);

@@ -125,7 +125,10 @@ static void test_free_with_transfers_in_flight(void) {
   int fds0 = count_fds();
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
-  ar_engine_t *E = ar_engine_new(&loop);
+  ar_config_t *cfg = ar_config_new();
+  REQUIRE(cfg != NULL && ar_config_set_loop(cfg, &loop) == 0);
+  ar_engine_t *E = ar_engine_new(cfg);
+  ar_config_free(cfg);
   REQUIRE(E != NULL);
   run(E,
       "local async = require 'async'\n"

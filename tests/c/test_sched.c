@@ -101,12 +101,16 @@ static void test_stop(void) {
 static void test_two_engines_one_loop(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  ar_engine_t *a = ar_engine_new(&loop), *b = ar_engine_new(&loop);
+  ar_config_t *cfg = ar_config_new();
+  ar_config_set_loop(cfg, &loop);
+  ar_engine_t *a = ar_engine_new(cfg), *b = ar_engine_new(cfg);
+  ar_config_free(cfg);
   CHECK(a != NULL && b != NULL);
   CHECK_INT(ar_engine_run_string(a, "X = 1 require('async').sleep(0.01)", "=a"), 0);
   CHECK_INT(ar_engine_run_string(b, "assert(X == nil) require('async').sleep(0.01)", "=b"), 0);
   ar_engine_free(a);
   ar_engine_free(b);
+  uv_run(&loop, UV_RUN_DEFAULT); /* the engines' handles close */
   CHECK_INT(uv_loop_close(&loop), 0);
 }
 
