@@ -9,7 +9,7 @@ void ar__toolkit_open(lua_State *L) {
   ar__limiter_open(L);
   ar__group_open(L);
   ar__map_open(L);
-  ar__retry_open(L); /* last: it captures async.sleep and async.error */
+  ar__retry_open(L);
 }
 
 void ar__class_new(lua_State *L, const char *name, const luaL_Reg *methods,

@@ -5,6 +5,9 @@
 
 static const luaL_Reg modules[] = {
     {"async", luaopen_async},
+    {"async.http", luaopen_async_http},
+    {"cjson", luaopen_cjson},
+    {"cjson.safe", luaopen_cjson_safe},
     {NULL, NULL},
 };
 

@@ -19,6 +19,7 @@ typedef struct ar__done_s ar__done_t;
 
 /* Names of the metatables, in the registry. */
 #define AR__TASK_MT "asyncrun.task"
+#define AR__TASK_FAILED_MT "asyncrun.task.failed" /* see ar__task_test */
 #define AR__ERROR_MT "asyncrun.error"
 
 /* ---- timers (timer.c) ------------------------------------------------- */
@@ -220,6 +221,50 @@ int ar__error_new_lua(lua_State *L); /* async.error(kind, message, fields) */
 
 void ar__engine_bind(lua_State *L, ar_engine_t *E);
 
+/* ---- embedding (engine.c, run.c, config.c, op.c) ----------------------- */
+
+/* A rule of ar_config_allow / ar_config_deny. */
+typedef struct {
+  char *name;
+  int allow;
+} ar__rule_t;
+
+struct ar_config_s {
+  uv_loop_t *loop;
+  size_t mem_limit;
+  char *path, *cpath; /* NULL: Lua's defaults */
+  ar__rule_t *rules;
+  size_t nrules;
+};
+
+/* Opens the standard libraries and preloads the built-in modules the
+ * config allows (cfg NULL: all). Raises on memory errors. */
+void ar__config_open(lua_State *L, const ar_config_t *cfg);
+
+/* Where a run is (run.c):
+ *   IDLE --start--> RUNNING --root ends, or deadlock--> SETTLING
+ *   SETTLING --no task left--> IDLE */
+enum { AR__PHASE_IDLE, AR__PHASE_RUNNING, AR__PHASE_SETTLING };
+
+/* Advances the run in progress: the scheduler calls it after each drain
+ * of the ready queue, outside any task. It may end the run and call the
+ * host's callback. */
+void ar__engine_watch(ar_engine_t *E);
+/* Ends every task now, without letting it run (ar_engine_free, and runs
+ * whose tasks will not end): pending waits are cancelled, threads closed. */
+void ar__engine_force_close(ar_engine_t *E);
+/* Ends the run in progress at once, without calling its callback. */
+void ar__engine_abandon_run(ar_engine_t *E);
+/* Counts a handle of E's as closed; with a borrowed loop, the last one
+ * after ar_engine_free releases E (so nothing may touch E after it). */
+void ar__engine_handle_closed(ar_engine_t *E);
+/* A close callback doing just that, for handles with E in h->data. */
+void ar__engine_close_cb(uv_handle_t *h);
+/* Frees ops that were never suspended (a host that broke the contract). */
+void ar__op_free_all(ar_engine_t *E);
+/* Replaces the engine's last message. */
+void ar__engine_set_error(ar_engine_t *E, const char *msg, size_t len);
+
 /* Registers the built-in modules in package.preload (bindings/modules.c). */
 void ar__modules_preload(lua_State *L);
 
@@ -255,13 +300,32 @@ struct ar_engine_s {
   uint64_t uv_timer_due; /* what uv_timer is armed for, 0 when stopped */
 
   /* uv handles not yet through their close callback. A module that owns
-   * handles counts them here and closes them from a __gc it anchors in the
-   * registry: ar_engine_free closes the lua_State, then runs the loop until
-   * this reaches zero. */
+   * handles counts them here, closes them from a __gc it anchors in the
+   * registry, and ends each close callback with ar__engine_handle_closed:
+   * ar_engine_free closes the lua_State, then (owned loop) runs the loop
+   * until this reaches zero, or (borrowed loop) leaves the last close
+   * callback to release the engine. */
   int handles_open;
-  int running;
   int stopping;
   char *errmsg;
+
+  /* the run in progress (run.c) */
+  int phase;         /* AR__PHASE_* */
+  int run_status;    /* its outcome so far: 0 or an AR_E* code */
+  int settle_round;  /* times leftovers were cancelled and got stuck */
+  int blocking;      /* a blocking run waits for it (run_*, call) */
+  int root_ref;      /* anchors the root's handle until the run is over */
+  ar_done_cb done_cb;
+  void *done_data;
+  ar__task_t *ended;  /* the root of the run just over, for its results */
+  int ended_ref;
+
+  /* the host's side */
+  int mem_armed;     /* the memory cap applies only while > 0 */
+  int in_callback;   /* inside the host's done callback */
+  int freeing;       /* ar_engine_free has begun */
+  void *host_data;
+  ar__list_t ops;    /* ar_op_t not yet suspended */
 };
 
 #endif

@@ -9,25 +9,25 @@
  * another only queues it. */
 #include "internal.h"
 
+/* Scripts run here, so the memory cap applies (see l_alloc). After the
+ * drain, outside any task, the run in progress may move on. */
 static void drain(ar_engine_t *E) {
   size_t n = E->ready_len;
+  E->mem_armed++;
   while (n-- > 0 && E->ready_len > 0) {
     ar__task_t *t = E->ready[E->ready_head];
     E->ready_head = (E->ready_head + 1) & (E->ready_cap - 1);
     E->ready_len--;
     ar__task_run(t);
   }
+  E->mem_armed--;
   if (E->ready_len == 0) uv_idle_stop(&E->idle);
+  ar__engine_watch(E);
 }
 
 static void prepare_cb(uv_prepare_t *h) { drain(h->data); }
 static void check_cb(uv_check_t *h) { drain(h->data); }
 static void idle_cb(uv_idle_t *h) { (void)h; }
-
-static void close_cb(uv_handle_t *h) {
-  ar_engine_t *E = h->data;
-  E->handles_open--;
-}
 
 int ar__sched_init(ar_engine_t *E) {
   E->ready_cap = 1024;
@@ -48,9 +48,9 @@ int ar__sched_init(ar_engine_t *E) {
 }
 
 void ar__sched_close(ar_engine_t *E) {
-  uv_close((uv_handle_t *)&E->prepare, close_cb);
-  uv_close((uv_handle_t *)&E->check, close_cb);
-  uv_close((uv_handle_t *)&E->idle, close_cb);
+  uv_close((uv_handle_t *)&E->prepare, ar__engine_close_cb);
+  uv_close((uv_handle_t *)&E->check, ar__engine_close_cb);
+  uv_close((uv_handle_t *)&E->idle, ar__engine_close_cb);
 }
 
 /* A push never allocates: ar__sched_reserve grows the ring before a task

@@ -37,12 +37,20 @@ ar__task_t *ar__task_check_current(lua_State *L, const char *what) {
   return t;
 }
 
+/* A handle has one of two metatables: AR__TASK_MT, or, once the task has
+ * failed and nobody has seen the error, AR__TASK_FAILED_MT, the same plus a
+ * __gc that reports the failure. Only those few handles carry a finalizer:
+ * finalizers make Lua's collector keep every such object one extra cycle
+ * and call into C for each, which costs a task-heavy script dearly. */
 ar__task_t *ar__task_test(lua_State *L, int idx) {
-  return luaL_testudata(L, idx, AR__TASK_MT);
+  void *p = luaL_testudata(L, idx, AR__TASK_MT);
+  return p != NULL ? p : luaL_testudata(L, idx, AR__TASK_FAILED_MT);
 }
 
 ar__task_t *ar__task_check(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, AR__TASK_MT);
+  ar__task_t *t = ar__task_test(L, idx);
+  if (t == NULL) luaL_typeerror(L, idx, AR__TASK_MT);
+  return t;
 }
 
 ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
@@ -51,8 +59,8 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar__task_t *t = lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   t->ref = LUA_NOREF;
-  /* Before anything can fail: a handle dropped half-made still meets its
-   * __gc, which looks at these links. */
+  /* The links before anything can fail: a handle dropped half-made must
+   * still be consistent for whatever meets it (a finalizer did once). */
   ar__list_init(&t->waiters);
   ar__list_init(&t->unretrieved);
   ar__list_init(&t->done.node);
@@ -127,8 +135,7 @@ int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
   if (!lua_isyieldable(L)) return raise_unyieldable(L, t, cancel, data);
   if (t->cancel_pending) {
     t->cancel_pending = 0;
-    /* cancel functions find their record in wait_data (gather's, wait_for's
-     * target): it must be this wait's, not a stale one. */
+    /* cancel reads its record from wait_data, as when called later. */
     t->wait_data = data;
     if (cancel != NULL) cancel(t);
     t->wait_data = NULL;
@@ -245,8 +252,12 @@ static int finish_error_p(lua_State *L) {
     lua_pushliteral(L, "");
   else
     luaL_traceback(L, co, NULL, 0);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the handle, for its name */
-  lua_getiuservalue(L, -1, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the handle */
+  if (!cancelled) {
+    /* Arm the report of an unseen failure (see ar__task_test). */
+    luaL_setmetatable(L, AR__TASK_FAILED_MT);
+  }
+  lua_getiuservalue(L, -1, 2); /* its name */
   lua_remove(L, -2);
 #if LUA_VERSION_RELEASE_NUM >= 50406
   lua_closethread(co, L);
@@ -297,11 +308,24 @@ void ar__task_run(ar__task_t *t) {
     int cancelled = lua_toboolean(L, -1);
     finish(t, cancelled ? AR__OUT_CANCELLED : AR__OUT_ERROR, 3);
   } else {
-    /* Out of memory while recording the failure: keep what we can. */
+    /* Out of memory while recording the failure: keep what we can. The
+     * dead thread still stands in the frame that raised, and its stack
+     * indices count from there: reset it (which also closes its pending
+     * <close> variables if finish_error_p did not get that far). And arm
+     * the report as finish_error_p would have: the handle stays on
+     * E->unretrieved, so its __gc must unlink it. Neither allocates. */
+#if LUA_VERSION_RELEASE_NUM >= 50406
+    lua_closethread(co, L);
+#else
+    lua_resetthread(co);
+#endif
     lua_settop(co, 0);
     lua_xmove(L, co, 1);
     lua_pushnil(co);
     lua_pushnil(co);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    luaL_setmetatable(L, AR__TASK_FAILED_MT);
+    lua_pop(L, 1);
     finish(t, AR__OUT_ERROR, 3);
   }
   lua_settop(L, top);
@@ -505,12 +529,10 @@ static int task_gc(lua_State *L) {
   return 0;
 }
 
-void ar__task_open(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"await", task_await},     {"cancel", task_cancel}, {"done", task_done},
-      {"cancelled", task_cancelled}, {"result", task_result}, {NULL, NULL}};
-  luaL_newmetatable(L, AR__TASK_MT);
-  luaL_newlib(L, methods);
+static void new_task_metatable(lua_State *L, const char *name, int methods,
+                               int with_gc) {
+  luaL_newmetatable(L, name);
+  lua_pushvalue(L, methods);
   lua_setfield(L, -2, "methods");
   lua_pushcfunction(L, task_index);
   lua_setfield(L, -2, "__index");
@@ -518,7 +540,21 @@ void ar__task_open(lua_State *L) {
   lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, task_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, task_gc);
-  lua_setfield(L, -2, "__gc");
+  lua_pushstring(L, AR__TASK_MT);
+  lua_setfield(L, -2, "__name");
+  if (with_gc) {
+    lua_pushcfunction(L, task_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
+void ar__task_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"await", task_await},     {"cancel", task_cancel}, {"done", task_done},
+      {"cancelled", task_cancelled}, {"result", task_result}, {NULL, NULL}};
+  luaL_newlib(L, methods);
+  new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);
+  new_task_metatable(L, AR__TASK_FAILED_MT, lua_gettop(L), 1);
   lua_pop(L, 1);
 }

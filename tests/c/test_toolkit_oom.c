@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "asyncrun.h"
 
 static const char script[] =
     "local async = require 'async'\n"
@@ -39,7 +39,7 @@ static const char script[] =
 static int run_with_cap(size_t extra, int *rc) {
   ar_engine_t *E = ar_engine_new(NULL);
   if (E == NULL) return -1;
-  E->mem_limit = E->mem_used + extra;
+  ar_engine_set_memory_limit(E, ar_engine_memory(E) + extra);
   *rc = ar_engine_run_string(E, script, "=oom");
   ar_engine_free(E);
   return 0;

@@ -1,0 +1,929 @@
+/* The HTTP client's transport: libcurl's multi socket interface driven by
+ * the engine's libuv loop, in the shape of curl's docs/examples/multi-uv.c.
+ *
+ *   curl wants a socket watched  -> socket_cb: a uv_poll_t per socket
+ *   curl wants a timeout         -> timer_fn: the one uv_timer_t
+ *   the socket or timer fires    -> curl_multi_socket_action, then drain()
+ *   drain() finds a finished one -> complete(): detach, start waiters,
+ *                                   req->done_cb (which only wakes a task)
+ *
+ * The pitfalls curl documents, and how they are met here:
+ * - timer_fn(-1) stops the timer; timer_fn(0) must not call
+ *   curl_multi_socket_action from inside the callback, so it arms the uv
+ *   timer for 0 ms and the call happens on the next loop turn.
+ * - A socket may be closed and its number reused within one
+ *   curl_multi_socket_action. Polls are kept in a table by descriptor and
+ *   a stale one is closed before a new one is opened on the same number,
+ *   so libuv never watches a descriptor for the wrong handle.
+ * - Easy handles are never removed from inside curl's callbacks: the write
+ *   callback refuses data (too large) and the removal happens in drain(),
+ *   after curl_multi_socket_action has returned. Aborts (cancellation) come
+ *   from the scheduler or a timer, never from inside curl.
+ *
+ * libcurl itself is loaded with dlopen at the first request. Linking it
+ * would cost every script, HTTP or not, about 5 ms of dynamic loading
+ * (libcurl pulls in some thirty libraries), which is more than the whole
+ * start-up budget. */
+#include <dlfcn.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "http.h"
+
+/* ---- loading libcurl ---------------------------------------------------- */
+
+/* The entry points used, resolved once per process. Written only inside
+ * uv_once and read-only afterwards, so engines on several threads share it
+ * safely, as they share libcurl's own global state. */
+static struct {
+  __typeof__(curl_global_init) *global_init;
+  __typeof__(curl_version_info) *version_info;
+  __typeof__(curl_easy_init) *easy_init;
+  __typeof__(curl_easy_cleanup) *easy_cleanup;
+  __typeof__(curl_easy_reset) *easy_reset;
+  __typeof__(curl_easy_setopt) *easy_setopt;
+  __typeof__(curl_easy_getinfo) *easy_getinfo;
+  __typeof__(curl_easy_strerror) *easy_strerror;
+  __typeof__(curl_multi_init) *multi_init;
+  __typeof__(curl_multi_cleanup) *multi_cleanup;
+  __typeof__(curl_multi_setopt) *multi_setopt;
+  __typeof__(curl_multi_add_handle) *multi_add_handle;
+  __typeof__(curl_multi_remove_handle) *multi_remove_handle;
+  __typeof__(curl_multi_socket_action) *multi_socket_action;
+  __typeof__(curl_multi_info_read) *multi_info_read;
+  __typeof__(curl_url) *url;
+  __typeof__(curl_url_cleanup) *url_cleanup;
+  __typeof__(curl_url_set) *url_set;
+  __typeof__(curl_url_get) *url_get;
+  __typeof__(curl_url_strerror) *url_strerror;
+  __typeof__(curl_free) *free;
+  __typeof__(curl_slist_append) *slist_append;
+  __typeof__(curl_slist_free_all) *slist_free_all;
+  const char *error; /* NULL once loaded */
+  char version[48];  /* "libcurl/7.88.1" */
+  char user_agent[96];
+} api;
+
+static uv_once_t api_once = UV_ONCE_INIT;
+
+static void load_once(void) {
+  static const char *const names[] = {"libcurl.so.4", "libcurl-gnutls.so.4",
+                                      "libcurl.so"};
+  void *lib = NULL;
+  for (size_t i = 0; lib == NULL && i < sizeof names / sizeof names[0]; i++)
+    lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    api.error = "libcurl is not installed (cannot load libcurl.so.4)";
+    return;
+  }
+#define SYM(field, name)                                        \
+  if ((*(void **)&api.field = dlsym(lib, name)) == NULL) {      \
+    api.error = "libcurl is too old (" name " is missing)";     \
+    return;                                                     \
+  }
+  SYM(global_init, "curl_global_init");
+  SYM(version_info, "curl_version_info");
+  SYM(easy_init, "curl_easy_init");
+  SYM(easy_cleanup, "curl_easy_cleanup");
+  SYM(easy_reset, "curl_easy_reset");
+  SYM(easy_setopt, "curl_easy_setopt");
+  SYM(easy_getinfo, "curl_easy_getinfo");
+  SYM(easy_strerror, "curl_easy_strerror");
+  SYM(multi_init, "curl_multi_init");
+  SYM(multi_cleanup, "curl_multi_cleanup");
+  SYM(multi_setopt, "curl_multi_setopt");
+  SYM(multi_add_handle, "curl_multi_add_handle");
+  SYM(multi_remove_handle, "curl_multi_remove_handle");
+  SYM(multi_socket_action, "curl_multi_socket_action");
+  SYM(multi_info_read, "curl_multi_info_read");
+  SYM(url, "curl_url");
+  SYM(url_cleanup, "curl_url_cleanup");
+  SYM(url_set, "curl_url_set");
+  SYM(url_get, "curl_url_get");
+  SYM(url_strerror, "curl_url_strerror");
+  SYM(free, "curl_free");
+  SYM(slist_append, "curl_slist_append");
+  SYM(slist_free_all, "curl_slist_free_all");
+#undef SYM
+  const curl_version_info_data *v = api.version_info(CURLVERSION_NOW);
+  /* CURLOPT_PROTOCOLS_STR, which keeps redirects to http and https,
+   * appeared in 7.85.0. */
+  if (v == NULL || v->version_num < 0x075500) {
+    api.error = "libcurl 7.85.0 or later is needed";
+    return;
+  }
+  if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    api.error = "curl_global_init failed";
+    return;
+  }
+  snprintf(api.version, sizeof api.version, "libcurl/%s", v->version);
+  snprintf(api.user_agent, sizeof api.user_agent, "asyncrun/%s %s",
+           AR_VERSION_STRING, api.version);
+  api.error = NULL;
+}
+
+const char *ar__http_load(void) {
+  uv_once(&api_once, load_once);
+  return api.error;
+}
+
+const char *ar__http_curl_version(void) { return api.version; }
+
+/* curl_easy_setopt is variadic: each option must get exactly its type. */
+static CURLcode opt_long(CURL *e, CURLoption o, long v) {
+  return api.easy_setopt(e, o, v);
+}
+static CURLcode opt_ptr(CURL *e, CURLoption o, const void *v) {
+  return api.easy_setopt(e, o, v);
+}
+static CURLcode opt_off(CURL *e, CURLoption o, curl_off_t v) {
+  return api.easy_setopt(e, o, v);
+}
+
+struct curl_slist *ar__http_slist_append(struct curl_slist *l, const char *s) {
+  return api.slist_append(l, s);
+}
+
+void ar__http_slist_free(struct curl_slist *l) {
+  if (l != NULL) api.slist_free_all(l);
+}
+
+/* ---- the multi state ----------------------------------------------------- */
+
+typedef struct {
+  uv_poll_t poll;
+  ar__http_t *H;
+  curl_socket_t fd;
+} sock_t;
+
+/* Idle easy handles kept for reuse: enough for a busy fetcher without
+ * holding on to thousands after a burst. */
+#define POOL_MAX 256
+
+struct ar__http_s {
+  ar_engine_t *E;
+  CURLM *multi;
+  uv_timer_t timer;
+  ar__list_t active; /* requests in the multi */
+  int nactive;
+  CURL **idle; /* pooled easy handles */
+  int nidle, idle_cap;
+  sock_t **socks; /* open polls by descriptor */
+  size_t socks_cap;
+  int nsocks;
+  int handles; /* uv handles not through their close callback */
+  int closing;
+  uint64_t seq;
+};
+
+struct ar__http_host_s {
+  ar__list_t node;    /* in limit->hosts */
+  ar__list_t waiting; /* queued requests, oldest first */
+  int active;
+  char key[];
+};
+
+static void handle_closed(ar__http_t *H) {
+  ar_engine_t *E = H->E;
+  H->handles--;
+  if (H->closing && H->handles == 0) {
+    free(H->idle);
+    free(H);
+  }
+  /* Last: with a borrowed loop this may release the engine. */
+  ar__engine_handle_closed(E);
+}
+
+static void sock_close_cb(uv_handle_t *h) {
+  sock_t *s = h->data;
+  ar__http_t *H = s->H;
+  free(s);
+  handle_closed(H);
+}
+
+static void timer_close_cb(uv_handle_t *h) { handle_closed(h->data); }
+
+static sock_t *sock_find(ar__http_t *H, curl_socket_t fd) {
+  return fd >= 0 && (size_t)fd < H->socks_cap ? H->socks[fd] : NULL;
+}
+
+static void sock_close(ar__http_t *H, sock_t *s) {
+  H->socks[s->fd] = NULL;
+  H->nsocks--;
+  uv_close((uv_handle_t *)&s->poll, sock_close_cb);
+}
+
+static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
+  if (fd < 0) return NULL;
+  if ((size_t)fd >= H->socks_cap) {
+    size_t cap = H->socks_cap ? H->socks_cap : 64;
+    while (cap <= (size_t)fd) cap *= 2;
+    sock_t **socks = realloc(H->socks, cap * sizeof *socks);
+    if (socks == NULL) return NULL;
+    memset(socks + H->socks_cap, 0, (cap - H->socks_cap) * sizeof *socks);
+    H->socks = socks;
+    H->socks_cap = cap;
+  }
+  sock_t *s = malloc(sizeof *s);
+  if (s == NULL) return NULL;
+  if (uv_poll_init_socket(H->E->loop, &s->poll, fd) != 0) {
+    free(s);
+    return NULL;
+  }
+  s->poll.data = s;
+  s->H = H;
+  s->fd = fd;
+  H->socks[fd] = s;
+  H->nsocks++;
+  H->handles++;
+  H->E->handles_open++;
+  return s;
+}
+
+static void drain(ar__http_t *H);
+
+static void poll_cb(uv_poll_t *p, int status, int events) {
+  sock_t *s = p->data;
+  ar__http_t *H = s->H;
+  int flags = 0, running;
+  if (status < 0) {
+    flags = CURL_CSELECT_ERR;
+  } else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  /* s may be closed inside this call (curl is done with the socket); its
+   * memory lasts until the close callback, but it is not used again. */
+  api.multi_socket_action(H->multi, s->fd, flags, &running);
+  drain(H);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
+                     void *socketp) {
+  (void)easy;
+  (void)socketp;
+  ar__http_t *H = userp;
+  sock_t *s = sock_find(H, fd);
+  if (what == CURL_POLL_REMOVE) {
+    if (s != NULL) sock_close(H, s);
+    return 0;
+  }
+  if (H->closing) return 0;
+  if (s == NULL && (s = sock_open(H, fd)) == NULL) {
+    /* Nothing will watch this socket; the transfer ends at its timeout. */
+    return -1;
+  }
+  int events = 0;
+  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  if (events != 0)
+    uv_poll_start(&s->poll, events, poll_cb);
+  else
+    uv_poll_stop(&s->poll);
+  return 0;
+}
+
+static void timer_cb(uv_timer_t *t) {
+  ar__http_t *H = t->data;
+  int running;
+  api.multi_socket_action(H->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  drain(H);
+}
+
+static int timer_fn(CURLM *multi, long ms, void *userp) {
+  (void)multi;
+  ar__http_t *H = userp;
+  if (ms < 0 || H->closing)
+    uv_timer_stop(&H->timer);
+  else
+    uv_timer_start(&H->timer, timer_cb, (uint64_t)ms, 0);
+  return 0;
+}
+
+ar__http_t *ar__http_new(ar_engine_t *E) {
+  ar__http_t *H = calloc(1, sizeof *H);
+  if (H == NULL) return NULL;
+  H->E = E;
+  ar__list_init(&H->active);
+  H->multi = api.multi_init();
+  if (H->multi == NULL) {
+    free(H);
+    return NULL;
+  }
+  api.multi_setopt(H->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+  api.multi_setopt(H->multi, CURLMOPT_SOCKETDATA, (void *)H);
+  api.multi_setopt(H->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
+  api.multi_setopt(H->multi, CURLMOPT_TIMERDATA, (void *)H);
+  uv_timer_init(E->loop, &H->timer);
+  H->timer.data = H;
+  H->handles = 1;
+  E->handles_open++;
+  return H;
+}
+
+/* Called from the registry anchor's __gc when the lua_State closes: by
+ * then the scheduler has cancelled every task, so normally nothing is in
+ * flight; whatever is gets cut off. The uv handles are closed here and H
+ * is freed by the last close callback, which ar_engine_free waits for. */
+void ar__http_close(ar__http_t *H) {
+  if (H == NULL || H->closing) return;
+  H->closing = 1;
+  while (!ar__list_empty(&H->active)) {
+    ar__http_req_t *req = ar__container_of(H->active.next, ar__http_req_t, node);
+    ar__list_remove(&req->node);
+    api.multi_remove_handle(H->multi, req->easy);
+    api.easy_cleanup(req->easy);
+    req->easy = NULL;
+    req->state = AR__REQ_DONE;
+    req->result = CURLE_ABORTED_BY_CALLBACK;
+  }
+  H->nactive = 0;
+  for (int i = 0; i < H->nidle; i++) api.easy_cleanup(H->idle[i]);
+  H->nidle = 0;
+  /* This closes the cached connections; curl may report their sockets
+   * through socket_cb on the way, which closes their polls. */
+  api.multi_cleanup(H->multi);
+  H->multi = NULL;
+  for (size_t fd = 0; fd < H->socks_cap; fd++)
+    if (H->socks[fd] != NULL) sock_close(H, H->socks[fd]);
+  free(H->socks);
+  H->socks = NULL;
+  H->socks_cap = 0;
+  uv_close((uv_handle_t *)&H->timer, timer_close_cb);
+}
+
+void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st) {
+  memset(st, 0, sizeof *st);
+  if (H == NULL) return;
+  st->active = H->nactive;
+  st->sockets = H->nsocks;
+  st->pooled = H->nidle;
+  st->handles = H->handles;
+}
+
+/* ---- easy handles ---------------------------------------------------------- */
+
+static CURL *easy_acquire(ar__http_t *H) {
+  if (H->nidle > 0) return H->idle[--H->nidle];
+  return api.easy_init();
+}
+
+static void easy_release(ar__http_t *H, CURL *easy) {
+  if (H->closing) {
+    api.easy_cleanup(easy);
+    return;
+  }
+  /* Reset drops the options (and the pointers into the finished request)
+   * but keeps the handle's buffers; connections stay in the multi. */
+  api.easy_reset(easy);
+  if (H->nidle == H->idle_cap && H->idle_cap < POOL_MAX) {
+    int cap = H->idle_cap ? H->idle_cap * 2 : 16;
+    if (cap > POOL_MAX) cap = POOL_MAX;
+    CURL **idle = realloc(H->idle, (size_t)cap * sizeof *idle);
+    if (idle != NULL) {
+      H->idle = idle;
+      H->idle_cap = cap;
+    }
+  }
+  if (H->nidle < H->idle_cap)
+    H->idle[H->nidle++] = easy;
+  else
+    api.easy_cleanup(easy);
+}
+
+/* Appends to the body, doubling the buffer (never past max_body) so a
+ * large body costs O(n) copies. Refusing data ends the transfer with
+ * CURLE_WRITE_ERROR; `too_large` tells the two reasons apart. */
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
+  ar__http_req_t *req = ud;
+  size_t len = size * nmemb;
+  if (len > req->max_body - req->body_size) {
+    req->too_large = 1;
+    return 0;
+  }
+  size_t need = req->body_size + len;
+  if (need > req->body_cap) {
+    size_t cap = req->body_cap * 2;
+    if (req->body_cap == 0) {
+      /* First data: a Content-Length (of the decoded body, unless it is
+       * compressed) sizes the buffer in one go. */
+      curl_off_t cl = -1;
+      api.easy_getinfo(req->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+      cap = cl > 0 && (curl_off_t)req->max_body >= cl ? (size_t)cl : 16384;
+    }
+    if (cap < need) cap = need;
+    if (cap > req->max_body) cap = req->max_body;
+    char *buf = realloc(req->body_buf, cap);
+    if (buf == NULL) return 0;
+    req->body_buf = buf;
+    req->body_cap = cap;
+  }
+  memcpy(req->body_buf + req->body_size, ptr, len);
+  req->body_size = need;
+  return len;
+}
+
+/* Keeps the header block of the last response only: every status line
+ * (an interim 100, each redirect) starts a new one. */
+static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
+  ar__http_req_t *req = ud;
+  size_t len = size * nmemb;
+  if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) req->hdr_size = 0;
+  if (req->hdr_size + len > req->hdr_cap) {
+    size_t cap = req->hdr_cap ? req->hdr_cap * 2 : 1024;
+    while (cap < req->hdr_size + len) cap *= 2;
+    char *buf = realloc(req->hdr_buf, cap);
+    if (buf == NULL) return 0;
+    req->hdr_buf = buf;
+    req->hdr_cap = cap;
+  }
+  memcpy(req->hdr_buf + req->hdr_size, ptr, len);
+  req->hdr_size += len;
+  return len;
+}
+
+static long to_ms(double seconds) {
+  double ms = ceil(seconds * 1000.0);
+  if (ms < 1) return 1;
+  if (ms > (double)LONG_MAX / 2) return LONG_MAX / 2;
+  return (long)ms;
+}
+
+/* Sets every option of a (freshly reset) easy handle from req. Returns
+ * CURLE_OK or the first failure (out of memory copying a string). */
+static CURLcode configure(ar__http_req_t *req, CURL *e, double remaining) {
+  CURLcode rc = CURLE_OK;
+  const char *m = req->method;
+#define SET(call) \
+  if (rc == CURLE_OK) rc = (call)
+  req->errbuf[0] = '\0';
+  SET(opt_ptr(e, CURLOPT_PRIVATE, req));
+  SET(opt_ptr(e, CURLOPT_ERRORBUFFER, req->errbuf));
+  SET(opt_ptr(e, CURLOPT_URL, req->url));
+  SET(opt_long(e, CURLOPT_NOSIGNAL, 1L));
+  SET(opt_ptr(e, CURLOPT_PROTOCOLS_STR, "http,https"));
+  SET(opt_ptr(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
+  SET(opt_long(e, CURLOPT_FOLLOWLOCATION, req->max_redirects > 0));
+  SET(opt_long(e, CURLOPT_MAXREDIRS, req->max_redirects));
+  /* "" offers every encoding this libcurl decodes, and decodes it. */
+  SET(opt_ptr(e, CURLOPT_ACCEPT_ENCODING, ""));
+  SET(opt_ptr(e, CURLOPT_USERAGENT, api.user_agent));
+  SET(opt_ptr(e, CURLOPT_WRITEFUNCTION, (void *)write_cb));
+  SET(opt_ptr(e, CURLOPT_WRITEDATA, req));
+  SET(opt_ptr(e, CURLOPT_HEADERFUNCTION, (void *)header_cb));
+  SET(opt_ptr(e, CURLOPT_HEADERDATA, req));
+  if (req->headers != NULL) SET(opt_ptr(e, CURLOPT_HTTPHEADER, req->headers));
+  /* An explicit proxy, or none: "" also keeps curl from reading
+   * http_proxy and friends from the environment, as aiohttp does by
+   * default, so a stray variable cannot divert loopback traffic. */
+  SET(opt_ptr(e, CURLOPT_PROXY, req->proxy != NULL ? req->proxy : ""));
+  if (strcmp(m, "HEAD") == 0) {
+    SET(opt_long(e, CURLOPT_NOBODY, 1L));
+  } else if (req->body != NULL) {
+    SET(opt_off(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len));
+    SET(opt_ptr(e, CURLOPT_POSTFIELDS, req->body));
+    if (strcmp(m, "POST") != 0) SET(opt_ptr(e, CURLOPT_CUSTOMREQUEST, m));
+  } else if (strcmp(m, "POST") == 0) {
+    SET(opt_off(e, CURLOPT_POSTFIELDSIZE_LARGE, 0));
+    SET(opt_ptr(e, CURLOPT_POSTFIELDS, ""));
+  } else if (strcmp(m, "GET") != 0) {
+    SET(opt_ptr(e, CURLOPT_CUSTOMREQUEST, m));
+  }
+  if (remaining > 0) SET(opt_long(e, CURLOPT_TIMEOUT_MS, to_ms(remaining)));
+  if (req->connect_timeout > 0)
+    SET(opt_long(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(req->connect_timeout)));
+  /* Rejects a declared Content-Length over the limit before any body is
+   * read; write_cb enforces it on what actually arrives. */
+  if (req->max_body < (size_t)INT64_MAX)
+    SET(opt_off(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body));
+  if (!req->verify_tls) {
+    SET(opt_long(e, CURLOPT_SSL_VERIFYPEER, 0L));
+    SET(opt_long(e, CURLOPT_SSL_VERIFYHOST, 0L));
+  }
+  /* Over TLS, wait for a connection that may turn out to multiplex (HTTP/2)
+   * rather than open one more. */
+  if (strncmp(req->url, "https:", 6) == 0) SET(opt_long(e, CURLOPT_PIPEWAIT, 1L));
+#undef SET
+  return rc;
+}
+
+/* ---- limits and the request lifecycle --------------------------------------- */
+
+void ar__http_limit_init(ar__http_limit_t *lim, int max_total, int max_per_host) {
+  lim->max_total = max_total > 0 ? max_total : 1;
+  lim->max_per_host = max_per_host > 0 ? max_per_host : 0;
+  lim->active = 0;
+  lim->queued = 0;
+  ar__list_init(&lim->hosts);
+}
+
+void ar__http_limit_close(ar__http_limit_t *lim) {
+  while (!ar__list_empty(&lim->hosts)) {
+    ar__http_host_t *h = ar__container_of(lim->hosts.next, ar__http_host_t, node);
+    ar__list_remove(&h->node);
+    free(h);
+  }
+}
+
+static ar__http_host_t *host_get(ar__http_limit_t *lim, const char *key) {
+  ar__list_t *n;
+  for (n = lim->hosts.next; n != &lim->hosts; n = n->next) {
+    ar__http_host_t *h = ar__container_of(n, ar__http_host_t, node);
+    if (strcmp(h->key, key) == 0) return h;
+  }
+  size_t len = strlen(key);
+  ar__http_host_t *h = malloc(sizeof *h + len + 1);
+  if (h == NULL) return NULL;
+  memcpy(h->key, key, len + 1);
+  h->active = 0;
+  ar__list_init(&h->waiting);
+  ar__list_insert_tail(&lim->hosts, &h->node);
+  return h;
+}
+
+static void host_release(ar__http_host_t *h) {
+  if (h->active == 0 && ar__list_empty(&h->waiting)) {
+    ar__list_remove(&h->node);
+    free(h);
+  }
+}
+
+static int can_start(const ar__http_limit_t *lim, const ar__http_host_t *h) {
+  return lim->active < lim->max_total &&
+         (lim->max_per_host == 0 || h->active < lim->max_per_host);
+}
+
+void ar__http_req_init(ar__http_req_t *req) {
+  memset(req, 0, sizeof *req);
+  ar__list_init(&req->node);
+  ar__timer_init(&req->queue_timer);
+  req->method = "GET";
+  req->max_redirects = 10;
+  req->max_body = (size_t)64 << 20;
+  req->verify_tls = 1;
+}
+
+void ar__http_req_release(ar__http_req_t *req) {
+  free(req->body_buf);
+  free(req->hdr_buf);
+  free(req->final_url);
+  req->body_buf = req->hdr_buf = req->final_url = NULL;
+  req->body_size = req->body_cap = req->hdr_size = req->hdr_cap = 0;
+  if (req->headers_owned) {
+    ar__http_slist_free(req->headers);
+    req->headers = NULL;
+    req->headers_owned = 0;
+  }
+}
+
+static double elapsed(const ar__http_req_t *req) {
+  return (double)(uv_hrtime() - req->start_ns) / 1e9;
+}
+
+/* Ends a request that never reached curl, or lost it: state DONE with
+ * code and message, then its callback. */
+static void fail(ar__http_req_t *req, CURLcode code, const char *msg) {
+  req->state = AR__REQ_DONE;
+  req->result = code;
+  req->done_ns = uv_hrtime();
+  snprintf(req->errbuf, sizeof req->errbuf, "%s", msg);
+  if (req->done_cb != NULL) req->done_cb(req);
+}
+
+static int start(ar__http_req_t *req) {
+  ar__http_t *H = req->H;
+  double remaining = 0;
+  if (req->timeout > 0) {
+    remaining = req->timeout - elapsed(req);
+    if (remaining <= 0) remaining = 0.001;
+  }
+  CURL *easy = easy_acquire(H);
+  if (easy == NULL) return AR_ENOMEM;
+  req->easy = easy;
+  if (configure(req, easy, remaining) != CURLE_OK ||
+      api.multi_add_handle(H->multi, easy) != CURLM_OK) {
+    req->easy = NULL;
+    easy_release(H, easy);
+    return AR_ENOMEM;
+  }
+  req->state = AR__REQ_ACTIVE;
+  ar__list_insert_tail(&H->active, &req->node);
+  H->nactive++;
+  req->host->active++;
+  req->limit->active++;
+  return 0;
+}
+
+/* Starts waiting requests while the limits allow, oldest first across
+ * hosts. A host at its own limit does not hold up the others. */
+static void dispatch(ar__http_limit_t *lim) {
+  while (lim->queued > 0 && lim->active < lim->max_total) {
+    ar__http_req_t *next = NULL;
+    ar__list_t *n;
+    for (n = lim->hosts.next; n != &lim->hosts; n = n->next) {
+      ar__http_host_t *h = ar__container_of(n, ar__http_host_t, node);
+      if (ar__list_empty(&h->waiting) || !can_start(lim, h)) continue;
+      ar__http_req_t *head = ar__container_of(h->waiting.next, ar__http_req_t, node);
+      if (next == NULL || head->seq < next->seq) next = head;
+    }
+    if (next == NULL) break;
+    ar__list_remove(&next->node);
+    lim->queued--;
+    ar__timer_stop(next->H->E, &next->queue_timer);
+    if (start(next) != 0) {
+      host_release(next->host);
+      fail(next, CURLE_OUT_OF_MEMORY, "not enough memory");
+    }
+  }
+}
+
+static void queue_timeout_cb(ar__timer_t *tm) {
+  ar__http_req_t *req = ar__container_of(tm, ar__http_req_t, queue_timer);
+  char msg[96];
+  ar__list_remove(&req->node);
+  req->limit->queued--;
+  host_release(req->host);
+  snprintf(msg, sizeof msg,
+           "timed out after %.3g s waiting for a free connection", req->timeout);
+  fail(req, CURLE_OPERATION_TIMEDOUT, msg);
+}
+
+int ar__http_submit(ar__http_t *H, ar__http_limit_t *lim, const char *host_key,
+                    ar__http_req_t *req) {
+  req->H = H;
+  req->limit = lim;
+  req->seq = H->seq++;
+  req->start_ns = uv_hrtime();
+  req->result = CURLE_OK;
+  req->host = host_get(lim, lim->max_per_host > 0 ? host_key : "");
+  if (req->host == NULL) return AR_ENOMEM;
+  if (ar__list_empty(&req->host->waiting) && can_start(lim, req->host)) {
+    int rc = start(req);
+    if (rc != 0) host_release(req->host);
+    return rc;
+  }
+  if (req->timeout > 0 &&
+      ar__timer_start(H->E, &req->queue_timer, req->timeout, queue_timeout_cb) != 0) {
+    host_release(req->host);
+    return AR_ENOMEM;
+  }
+  req->state = AR__REQ_QUEUED;
+  ar__list_insert_tail(&req->host->waiting, &req->node);
+  lim->queued++;
+  return 0;
+}
+
+/* Takes an active request out of the multi and gives its place to the
+ * next waiter. */
+static void detach(ar__http_req_t *req) {
+  ar__http_t *H = req->H;
+  ar__http_host_t *host = req->host;
+  ar__list_remove(&req->node);
+  H->nactive--;
+  api.multi_remove_handle(H->multi, req->easy);
+  easy_release(H, req->easy);
+  req->easy = NULL;
+  host->active--;
+  req->limit->active--;
+  dispatch(req->limit);
+  host_release(host);
+}
+
+void ar__http_abort(ar__http_req_t *req) {
+  switch (req->state) {
+  case AR__REQ_QUEUED:
+    ar__list_remove(&req->node);
+    req->limit->queued--;
+    ar__timer_stop(req->H->E, &req->queue_timer);
+    host_release(req->host);
+    break;
+  case AR__REQ_ACTIVE:
+    detach(req);
+    break;
+  default:
+    return;
+  }
+  req->state = AR__REQ_DONE;
+  req->result = CURLE_ABORTED_BY_CALLBACK;
+  req->done_ns = uv_hrtime();
+}
+
+static void complete(ar__http_req_t *req, CURLcode rc) {
+  CURL *e = req->easy;
+  char *url = NULL;
+  req->result = rc;
+  req->done_ns = uv_hrtime();
+  api.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &req->status);
+  api.easy_getinfo(e, CURLINFO_HTTP_VERSION, &req->http_version);
+  if (api.easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url != NULL)
+    req->final_url = strdup(url);
+  if (req->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+    req->too_large = 1;
+    snprintf(req->errbuf, sizeof req->errbuf,
+             "response body exceeds max_body (%zu bytes)", req->max_body);
+  } else if (rc == CURLE_WRITE_ERROR) {
+    req->result = CURLE_OUT_OF_MEMORY;
+  }
+  detach(req);
+  req->state = AR__REQ_DONE;
+  if (req->done_cb != NULL) req->done_cb(req);
+}
+
+/* Delivers what curl has finished. Runs after curl_multi_socket_action
+ * returned, so removing handles and starting new ones is allowed. */
+static void drain(ar__http_t *H) {
+  CURLMsg *m;
+  int left;
+  while (!H->closing && (m = api.multi_info_read(H->multi, &left)) != NULL) {
+    if (m->msg != CURLMSG_DONE) continue;
+    CURLcode rc = m->data.result;
+    char *priv = NULL;
+    api.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+    complete((ar__http_req_t *)priv, rc);
+  }
+}
+
+/* ---- errors and URLs --------------------------------------------------------- */
+
+const char *ar__http_error_kind(const ar__http_req_t *req) {
+  if (req->too_large) return "too_large";
+  switch (req->result) {
+  case CURLE_UNSUPPORTED_PROTOCOL:
+  case CURLE_URL_MALFORMAT:
+    return "invalid_url";
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    return "dns";
+  case CURLE_COULDNT_CONNECT:
+    return "connect";
+  case CURLE_OPERATION_TIMEDOUT:
+    return "timeout";
+  case CURLE_FILESIZE_EXCEEDED:
+    return "too_large";
+  case CURLE_TOO_MANY_REDIRECTS:
+    return "too_many_redirects";
+  case CURLE_ABORTED_BY_CALLBACK:
+    return "cancelled";
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_CLIENTCERT:
+  case CURLE_USE_SSL_FAILED:
+    return "tls";
+  default:
+    return "protocol";
+  }
+}
+
+const char *ar__http_error_message(const ar__http_req_t *req) {
+  if (req->errbuf[0] != '\0') return req->errbuf;
+  return api.easy_strerror((CURLcode)req->result);
+}
+
+/* The common case without curl's URL parser, which costs more than the
+ * rest of a request's set-up together: an absolute http(s) URL whose host
+ * is a plain name or IPv4 address, with an optional port, and a path of
+ * printable ASCII without fragments, backslashes or dot segments (curl
+ * would normalise those). Returns 1 when handled (0 or -1 in *rc), 0 to
+ * leave the URL to curl_url. */
+static int fast_url(const char *url, const char *query, char **out,
+                    char **host_key, int *rc) {
+  const char *scheme, *defport, *p;
+  if (strncmp(url, "http://", 7) == 0) {
+    scheme = "http";
+    defport = "80";
+    p = url + 7;
+  } else if (strncmp(url, "https://", 8) == 0) {
+    scheme = "https";
+    defport = "443";
+    p = url + 8;
+  } else {
+    return 0;
+  }
+  const char *host = p;
+  while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+         (*p >= '0' && *p <= '9') || *p == '-' || *p == '.')
+    p++;
+  size_t hlen = (size_t)(p - host);
+  if (hlen == 0 || hlen > 253) return 0;
+  const char *port = defport;
+  size_t plen = strlen(defport);
+  if (*p == ':') {
+    port = ++p;
+    long v = 0;
+    while (*p >= '0' && *p <= '9' && p - port < 6) v = v * 10 + (*p++ - '0');
+    plen = (size_t)(p - port);
+    if (plen == 0 || plen > 5 || v < 1 || v > 65535) return 0;
+  }
+  if (*p != '/' && *p != '?' && *p != '\0') return 0;
+  const char *path = p;
+  for (; *p != '\0'; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c <= 0x20 || c >= 0x7f || c == '#' || c == '\\') return 0;
+    if (c == '.' && p[-1] == '/') return 0;
+  }
+  size_t ulen = (size_t)(path - url), rest = (size_t)(p - path);
+  size_t qlen = query != NULL ? strlen(query) : 0;
+  char *full = malloc(ulen + 1 + rest + 1 + qlen + 1);
+  size_t klen = strlen(scheme) + 3 + hlen + 1 + plen + 1;
+  char *key = malloc(klen);
+  if (full == NULL || key == NULL) {
+    free(full);
+    free(key);
+    *rc = -1;
+    return 1;
+  }
+  char *f = full;
+  memcpy(f, url, ulen);
+  f += ulen;
+  if (*path != '/') *f++ = '/'; /* "http://h" and "http://h?q" get a path */
+  memcpy(f, path, rest);
+  f += rest;
+  if (qlen > 0) {
+    *f++ = memchr(path, '?', rest) != NULL ? '&' : '?';
+    memcpy(f, query, qlen);
+    f += qlen;
+  }
+  *f = '\0';
+  int n = snprintf(key, klen, "%s://%.*s:%.*s", scheme, (int)hlen, host, (int)plen, port);
+  for (int i = (int)strlen(scheme) + 3; i < n; i++)
+    if (key[i] >= 'A' && key[i] <= 'Z') key[i] = (char)(key[i] - 'A' + 'a');
+  *out = full;
+  *host_key = key;
+  *rc = 0;
+  return 1;
+}
+
+int ar__http_url(const char *base, const char *url, const char *query,
+                 char **out, char **host_key, const char **err) {
+  int frc;
+  if (fast_url(url, query, out, host_key, &frc)) {
+    if (frc != 0) *err = "not enough memory";
+    return frc;
+  }
+  CURLU *u = api.url();
+  char *full = NULL, *scheme = NULL, *host = NULL, *port = NULL;
+  CURLUcode rc;
+  int ret = -1;
+  *out = *host_key = NULL;
+  if (u == NULL) {
+    *err = "not enough memory";
+    return -1;
+  }
+  if (base != NULL && (rc = api.url_set(u, CURLUPART_URL, base, 0)) != CURLUE_OK) {
+    *err = "the session's base_url is not a valid URL";
+    goto done;
+  }
+  /* With a base already set, a relative reference resolves against it. */
+  if ((rc = api.url_set(u, CURLUPART_URL, url, 0)) != CURLUE_OK) {
+    *err = api.url_strerror(rc);
+    goto done;
+  }
+  if (api.url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+      (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+    *err = "only http and https URLs are allowed";
+    goto done;
+  }
+  if (query != NULL && *query != '\0' &&
+      (rc = api.url_set(u, CURLUPART_QUERY, query, CURLU_APPENDQUERY)) != CURLUE_OK) {
+    *err = api.url_strerror(rc);
+    goto done;
+  }
+  if (api.url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK ||
+      api.url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+      api.url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+    *err = "URL has no host";
+    goto done;
+  }
+  size_t klen = strlen(scheme) + strlen(host) + strlen(port) + 5;
+  *host_key = malloc(klen);
+  *out = strdup(full);
+  if (*host_key == NULL || *out == NULL) {
+    free(*host_key);
+    free(*out);
+    *out = *host_key = NULL;
+    *err = "not enough memory";
+    goto done;
+  }
+  snprintf(*host_key, klen, "%s://%s:%s", scheme, host, port);
+  ret = 0;
+done:
+  api.free(full);
+  api.free(scheme);
+  api.free(host);
+  api.free(port);
+  api.url_cleanup(u);
+  return ret;
+}

@@ -1,0 +1,177 @@
+/* The HTTP module at the C level: engines keep their HTTP state to
+ * themselves (two engines on two threads at once), and freeing an engine
+ * with transfers in flight releases everything curl holds: every uv handle
+ * is closed (the host's loop closes cleanly) and no descriptor is left.
+ *
+ * The "server" is a listening socket nobody accepts from: connections
+ * complete in the backlog and requests are never answered. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "asyncrun.h"
+
+#include "check.h"
+
+/* For set-up steps the rest of the test cannot do without. */
+#define REQUIRE(cond)                                                    \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      fprintf(stderr, "%s:%d: required: %s\n", __FILE__, __LINE__, #cond); \
+      exit(1);                                                           \
+    }                                                                    \
+  } while (0)
+
+#define CHECK_RC(E, rc)                                                  \
+  do {                                                                   \
+    int rc_ = (rc);                                                      \
+    CHECK(rc_ == 0);                                                     \
+    if (rc_ != 0)                                                        \
+      fprintf(stderr, "%s:%d: engine failed (%s): %s\n", __FILE__, __LINE__, \
+              ar_strerror(rc_), ar_engine_error(E));                     \
+  } while (0)
+
+static int silent_port; /* listens, never accepts */
+static int closed_port; /* nothing listens */
+
+static int listen_socket(int *port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(fd >= 0);
+  REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  REQUIRE(listen(fd, 512) == 0);
+  REQUIRE(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  REQUIRE(d != NULL);
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static void run(ar_engine_t *E, const char *fmt) {
+  char code[4096];
+  snprintf(code, sizeof code, fmt, silent_port, closed_port);
+  CHECK_RC(E, ar_engine_run_string(E, code, "=test"));
+}
+
+/* Timeouts and refusals, many at once, through one engine's multi. */
+static const char *const busy_script =
+    "local async = require 'async'\n"
+    "local http = require 'async.http'\n"
+    "local tasks = {}\n"
+    "for i = 1, 20 do\n"
+    "  tasks[#tasks + 1] = async.spawn(function()\n"
+    "    local ok, e = pcall(http.get, 'http://127.0.0.1:%d/', {timeout = 0.2})\n"
+    "    assert(not ok and e.kind == 'timeout', tostring(e))\n"
+    "  end)\n"
+    "  tasks[#tasks + 1] = async.spawn(function()\n"
+    "    local ok, e = pcall(http.get, 'http://127.0.0.1:%d/')\n"
+    "    assert(not ok and e.kind == 'connect', tostring(e))\n"
+    "  end)\n"
+    "end\n"
+    "async.gather(tasks)\n"
+    "assert(http.stats().active == 0)\n";
+
+static void engine_thread(void *arg) {
+  (void)arg;
+  for (int round = 0; round < 3; round++) {
+    ar_engine_t *E = ar_engine_new(NULL);
+    REQUIRE(E != NULL);
+    run(E, busy_script);
+    ar_engine_free(E);
+  }
+}
+
+static void test_two_engines_on_two_threads(void) {
+  uv_thread_t a, b;
+  REQUIRE(uv_thread_create(&a, engine_thread, NULL) == 0);
+  REQUIRE(uv_thread_create(&b, engine_thread, NULL) == 0);
+  CHECK(uv_thread_join(&a) == 0);
+  CHECK(uv_thread_join(&b) == 0);
+}
+
+/* Two engines on one thread, alternating on one loop each. */
+static void test_two_engines_interleaved(void) {
+  ar_engine_t *E1 = ar_engine_new(NULL), *E2 = ar_engine_new(NULL);
+  REQUIRE(E1 != NULL && E2 != NULL);
+  run(E1, busy_script);
+  run(E2, busy_script);
+  run(E1, busy_script);
+  ar_engine_free(E1);
+  run(E2, busy_script);
+  ar_engine_free(E2);
+}
+
+/* The script ends with transfers in flight and a session queue full:
+ * the run cancels them; then freeing the engine closes everything. */
+static void test_free_with_transfers_in_flight(void) {
+  int fds0 = count_fds();
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  ar_config_t *cfg = ar_config_new();
+  REQUIRE(cfg != NULL && ar_config_set_loop(cfg, &loop) == 0);
+  ar_engine_t *E = ar_engine_new(cfg);
+  ar_config_free(cfg);
+  REQUIRE(E != NULL);
+  run(E,
+      "local async = require 'async'\n"
+      "local http = require 'async.http'\n"
+      "local s = http.session({max_connections = 10})\n"
+      "for i = 1, 30 do async.spawn(function() s:get('http://127.0.0.1:%d/') end) end\n"
+      "async.sleep(0.1)\n"
+      "assert(http.stats().active == 10 and s.waiting == 20)\n");
+  /* A second run may start requests again, then the engine goes away
+   * while one is still running (its task is cancelled in ar_engine_free). */
+  run(E,
+      "local async = require 'async'\n"
+      "local http = require 'async.http'\n"
+      "assert(http.stats().active == 0)\n"
+      "async.spawn(function() http.get('http://127.0.0.1:%d/') end)\n"
+      "async.sleep(0.05)\n"
+      "assert(http.stats().active == 1)\n");
+  ar_engine_free(E);
+  /* Every handle the engine (and curl through it) opened is closed. */
+  CHECK_INT(uv_run(&loop, UV_RUN_NOWAIT), 0);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  CHECK_INT(count_fds(), fds0);
+}
+
+/* An engine that never makes a request never loads its multi. */
+static void test_no_request_no_multi(void) {
+  ar_engine_t *E = ar_engine_new(NULL);
+  REQUIRE(E != NULL);
+  run(E,
+      "local http = require 'async.http'\n"
+      "local st = http.stats()\n"
+      "assert(st.active == 0 and st.handles == 0)\n");
+  ar_engine_free(E);
+}
+
+int main(void) {
+  int silent = listen_socket(&silent_port);
+  int closed = listen_socket(&closed_port);
+  close(closed);
+  test_no_request_no_multi();
+  test_two_engines_interleaved();
+  test_two_engines_on_two_threads();
+  test_free_with_transfers_in_flight();
+  close(silent);
+  return check_summary("test_http_engine");
+}
