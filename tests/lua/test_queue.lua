@@ -167,6 +167,13 @@ check.test("join waits for task_done of every item", function()
   j:await()
   check.eq(joined, true)
   q:join() -- nothing unfinished: returns at once
+  -- join under wait_for: the timed-out joiner leaves no stale waiter
+  q:put("late")
+  check.raises("timeout", async.wait_for, function() q:join() end, 0.02)
+  local j2 = async.spawn(function() q:join(); return "joined" end)
+  async.sleep(0)
+  q:get(); q:task_done()
+  check.eq(j2:await(), "joined")
   local e = check.raises("invalid_state", q.task_done, q)
   check.matches(e, "task_done%(%) called more times than items were put")
 end)
