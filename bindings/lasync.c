@@ -6,6 +6,7 @@
 
 #include "internal.h"
 #include "modules.h"
+#include "toolkit.h"
 
 /* ---- sleep ------------------------------------------------------------- */
 
@@ -278,5 +279,6 @@ int luaopen_async(lua_State *L) {
   luaL_newlib(L, funcs);
   lua_pushliteral(L, AR_VERSION_STRING);
   lua_setfield(L, -2, "version");
+  ar__toolkit_open(L); /* group, semaphore, queue, ... (bindings/l*.c) */
   return 1;
 }

@@ -110,7 +110,27 @@ struct ar__task_s {
   lua_KFunction k;        /* the primitive's continuation, or NULL */
   ar__done_t done;        /* for awaiting one task */
   ar__timer_t timer;      /* for sleep and deadlines */
+  ar__list_t wait_link;   /* in a primitive's FIFO of waiters (semaphore,
+                           * queue, event...); a task waits in one place at
+                           * a time, so one link is enough */
 };
+
+/* FIFO waiter lists built on wait_link. A primitive pushes the task, then
+ * suspends with ar__waiters_cancel (or a cancel_fn that calls it), so a
+ * cancelled waiter leaves the list and nothing else is left to undo. */
+static inline void ar__waiters_push(ar__list_t *l, ar__task_t *t) {
+  ar__list_insert_tail(l, &t->wait_link);
+}
+/* Unlinks and returns the longest waiter, or NULL when there is none. */
+static inline ar__task_t *ar__waiters_shift(ar__list_t *l) {
+  if (ar__list_empty(l)) return NULL;
+  ar__task_t *t = ar__container_of(l->next, ar__task_t, wait_link);
+  ar__list_remove(&t->wait_link);
+  return t;
+}
+static inline void ar__waiters_cancel(ar__task_t *t) {
+  ar__list_remove(&t->wait_link);
+}
 
 /* The task running on thread L, or NULL when L is not a task's thread (the
  * main thread, or a plain coroutine created inside a task). */

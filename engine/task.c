@@ -59,6 +59,13 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar__task_t *t = lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   t->ref = LUA_NOREF;
+  /* The links before anything can fail: a handle dropped half-made must
+   * still be consistent for whatever meets it (a finalizer did once). */
+  ar__list_init(&t->waiters);
+  ar__list_init(&t->unretrieved);
+  ar__list_init(&t->done.node);
+  ar__list_init(&t->wait_link);
+  ar__timer_init(&t->timer);
   luaL_setmetatable(L, AR__TASK_MT);
   lua_State *co = lua_newthread(L);
   if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
@@ -74,10 +81,6 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   t->id = ++E->next_id;
   t->state = AR__TASK_NEW;
   t->nargs = nargs;
-  ar__list_init(&t->waiters);
-  ar__list_init(&t->unretrieved);
-  ar__list_init(&t->done.node);
-  ar__timer_init(&t->timer);
   ar__list_insert_tail(&E->tasks, &t->live);
   E->ntasks++;
   ar__sched_push(E, t);
@@ -110,8 +113,26 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - (int)ctx;
 }
 
+/* Raised where a task cannot yield: inside a function called by a C
+ * function that has no continuation (table.sort's comparator, a gsub
+ * replacement, a __tostring run by tostring, a __gc). The wait's
+ * links are undone first, or a stale waiter, timer or ready entry would
+ * wake the task later, in the middle of something else. */
+static int raise_unyieldable(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
+                             void *data) {
+  if (cancel != NULL) {
+    t->wait_data = data;
+    cancel(t);
+    t->wait_data = NULL;
+  }
+  return luaL_error(L, "attempt to wait across a C-call boundary (inside a "
+                       "function called by C code that cannot yield, such "
+                       "as table.sort or string.gsub)");
+}
+
 int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
                      void *data, lua_KFunction k, lua_KContext ctx) {
+  if (!lua_isyieldable(L)) return raise_unyieldable(L, t, cancel, data);
   if (t->cancel_pending) {
     t->cancel_pending = 0;
     /* cancel reads its record from wait_data, as when called later. */
@@ -128,6 +149,7 @@ int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
 }
 
 int ar__task_yield(lua_State *L, ar__task_t *t) {
+  if (!lua_isyieldable(L)) return raise_unyieldable(L, t, NULL, NULL);
   if (t->cancel_pending) {
     t->cancel_pending = 0;
     return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
