@@ -132,6 +132,18 @@ static inline void ar__waiters_cancel(ar__task_t *t) {
   ar__list_remove(&t->wait_link);
 }
 
+/* Closes a dead or abandoned thread: resets its stack and runs its pending
+ * <close> variables. Debian's Lua is 5.4.4, where the call is
+ * lua_resetthread; lua_closethread replaces it from 5.4.6. */
+static inline void ar__thread_close(lua_State *co, lua_State *from) {
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  lua_closethread(co, from);
+#else
+  (void)from;
+  lua_resetthread(co);
+#endif
+}
+
 /* The task running on thread L, or NULL when L is not a task's thread (the
  * main thread, or a plain coroutine created inside a task). */
 static inline ar__task_t *ar__task_current(lua_State *L) {

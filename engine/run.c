@@ -173,11 +173,7 @@ void ar__engine_force_close(ar_engine_t *E) {
     /* Closing runs the thread's pending <close> handlers. One that tries
      * to wait fails (the thread cannot yield here), but may have linked
      * itself first: undo that too. */
-#if LUA_VERSION_RELEASE_NUM >= 50406
-    lua_closethread(t->co, E->L);
-#else
-    lua_resetthread(t->co);
-#endif
+    ar__thread_close(t->co, E->L);
     if (t->cancel != NULL) {
       ar__cancel_fn fn = t->cancel;
       t->cancel = NULL;

@@ -259,11 +259,7 @@ static int finish_error_p(lua_State *L) {
   }
   lua_getiuservalue(L, -1, 2); /* its name */
   lua_remove(L, -2);
-#if LUA_VERSION_RELEASE_NUM >= 50406
-  lua_closethread(co, L);
-#else
-  lua_resetthread(co);
-#endif
+  ar__thread_close(co, L);
   lua_settop(co, 0);
   if (!lua_checkstack(co, 3)) return luaL_error(L, "not enough memory");
   lua_xmove(L, co, 3); /* error, traceback, name */
@@ -314,11 +310,7 @@ void ar__task_run(ar__task_t *t) {
      * <close> variables if finish_error_p did not get that far). And arm
      * the report as finish_error_p would have: the handle stays on
      * E->unretrieved, so its __gc must unlink it. Neither allocates. */
-#if LUA_VERSION_RELEASE_NUM >= 50406
-    lua_closethread(co, L);
-#else
-    lua_resetthread(co);
-#endif
+    ar__thread_close(co, L);
     lua_settop(co, 0);
     lua_xmove(L, co, 1);
     lua_pushnil(co);
