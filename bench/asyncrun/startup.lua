@@ -1,0 +1,1 @@
+-- startup: an empty script; the runner times the engine starting and exiting.

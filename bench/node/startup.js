@@ -1,0 +1,1 @@
+// startup: an empty script.
