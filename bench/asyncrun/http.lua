@@ -1,39 +1,23 @@
--- HTTP GET throughput: N requests with C in flight against one URL.
---   asyncrun bench/asyncrun/http.lua URL [N=20000] [C=64]
--- Prints one line: "http_get requests=N concurrency=C seconds=S rps=R".
--- C worker tasks share one session (max_connections = C, keep-alive) and
--- each fetches until N requests have been made; every response must be a
--- 200 with a body, or the run fails.
+-- http: N GETs, at most 64 in flight over one keep-alive session, each body
+-- decoded as JSON. URL i is BASE .. (i % 100) .. ".json"; prints the sum of
+-- the "n" fields as sum=<total>.
+--   asyncrun bench/asyncrun/http.lua N BASE_URL
 local async = require "async"
 local http = require "async.http"
 
-local url = assert(arg[1], "usage: http.lua URL [N] [C]")
-local total = tonumber(arg[2]) or 20000
-local conc = tonumber(arg[3]) or 64
+local N = tonumber(arg[1]) or 20000
+local base = assert(arg[2], "usage: http.lua N BASE_URL")
 
-local session = http.session({ max_connections = conc })
-local started, bytes = 0, 0
+local session = http.session({ max_connections = 64 })
+local urls = {}
+for i = 1, N do urls[i] = base .. (i % 100) .. ".json" end
 
-local function worker()
-  while started < total do
-    started = started + 1
-    local r = session:get(url)
-    if r.status ~= 200 or #r.body == 0 then
-      error(string.format("unexpected response: %d, %d bytes", r.status, #r.body))
-    end
-    bytes = bytes + #r.body
-  end
-end
+local docs = async.map(function(url)
+  local resp = session:get(url)
+  if resp.status ~= 200 then error("status " .. resp.status .. " for " .. url) end
+  return resp:json().n
+end, urls, { concurrency = 64 })
 
--- One warm-up round opens the connections.
-local warm = {}
-for i = 1, conc do warm[i] = function() session:get(url) end end
-async.gather(warm)
-
-local t0 = async.now()
-local workers = {}
-for i = 1, conc do workers[i] = worker end
-async.gather(workers)
-local dt = async.now() - t0
-print(string.format("http_get requests=%d concurrency=%d seconds=%.3f rps=%.0f bytes=%d",
-  total, conc, dt, total / dt, bytes))
+local total = 0
+for i = 1, N do total = total + math.tointeger(docs[i]) end
+print("sum=" .. total)
