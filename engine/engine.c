@@ -36,14 +36,14 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   ar_engine_t *E = ud;
   if (ptr == NULL) osize = 0;
   if (nsize == 0) {
-    free(ptr);
+    ar__pool_realloc(&E->pool, ptr, osize, 0);
     E->mem_used -= osize;
     return NULL;
   }
   if (E->mem_limit != 0 && E->mem_armed > 0 && nsize > osize &&
       E->mem_used + (nsize - osize) > E->mem_limit)
     return NULL;
-  void *p = realloc(ptr, nsize);
+  void *p = ar__pool_realloc(&E->pool, ptr, osize, nsize);
   if (p == NULL) return NULL;
   E->mem_used = E->mem_used - osize + nsize;
   return p;
@@ -134,7 +134,10 @@ ar_engine_t *ar_engine_new(const ar_config_t *cfg) {
   E->handles_open++;
   return E;
 err:
-  if (E->L != NULL) lua_close(E->L);
+  if (E->L != NULL) {
+    lua_close(E->L);
+    ar__pool_close(&E->pool);
+  }
   if (E->owns_loop) uv_loop_close(E->loop);
   free(E->ready);
   free(E);
@@ -174,6 +177,7 @@ void ar_engine_free(ar_engine_t *E) {
       E->ended_ref = LUA_NOREF;
     }
     lua_close(E->L);
+    ar__pool_close(&E->pool);
     E->L = NULL;
   }
   ar__op_free_all(E);

@@ -22,6 +22,22 @@ typedef struct ar__done_s ar__done_t;
 #define AR__TASK_FAILED_MT "asyncrun.task.failed" /* see ar__task_test */
 #define AR__ERROR_MT "asyncrun.error"
 
+/* ---- the small-block pool (alloc.c) ----------------------------------- */
+
+#define AR__POOL_MAX 1024
+#define AR__POOL_CLASSES (AR__POOL_MAX / 16 + 1)
+
+typedef struct {
+  void *free[AR__POOL_CLASSES]; /* per size class, linked through the blocks */
+  char *bump, *end;             /* the unused rest of the newest chunk */
+  void *chunks;                 /* every chunk, linked through its start */
+} ar__pool_t;
+
+/* lua_Alloc semantics (ptr, osize, nsize), minus the byte counting. */
+void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize);
+/* Returns every chunk to the system; the pool is then empty and reusable. */
+void ar__pool_close(ar__pool_t *p);
+
 /* ---- timers (timer.c) ------------------------------------------------- */
 
 /* A deadline kept in the engine's heap. It is embedded in whatever record
@@ -289,6 +305,7 @@ struct ar_engine_s {
   lua_State *L;
   size_t mem_used;
   size_t mem_limit; /* 0: none */
+  ar__pool_t pool;  /* Lua's small blocks */
 
   /* scheduler: a ring of queued tasks */
   ar__task_t **ready;
