@@ -168,6 +168,7 @@ struct ar__http_s {
   uv_timer_t timer;
   ar__list_t active; /* requests in the multi */
   int nactive;
+  int peak;          /* the most transfers ever in the multi at once */
   CURL **idle; /* pooled easy handles */
   int nidle, idle_cap;
   sock_t **socks; /* open polls by descriptor */
@@ -592,6 +593,19 @@ static void fail(ar__http_req_t *req, CURLcode code, const char *msg) {
   if (req->done_cb != NULL) req->done_cb(req);
 }
 
+/* Sizes curl's connection cache from the peak concurrency. By default curl
+ * keeps 4 connections per easy handle in the multi *at the moment a
+ * transfer ends*; as every finished transfer leaves the multi before its
+ * task makes the next request, that count dips with each burst of
+ * completions, and curl then closes idle keep-alive connections only to
+ * open new ones a moment later (the http benchmark opened 614 connections
+ * for 20,000 requests instead of 64). The same rule applied to the peak
+ * keeps them. */
+static void size_cache(ar__http_t *H) {
+  H->peak = H->nactive;
+  api.multi_setopt(H->multi, CURLMOPT_MAXCONNECTS, 4L * H->peak);
+}
+
 static int start(ar__http_req_t *req) {
   ar__http_t *H = req->H;
   double remaining = 0;
@@ -610,7 +624,7 @@ static int start(ar__http_req_t *req) {
   }
   req->state = AR__REQ_ACTIVE;
   ar__list_insert_tail(&H->active, &req->node);
-  H->nactive++;
+  if (++H->nactive > H->peak) size_cache(H);
   req->host->active++;
   req->limit->active++;
   return 0;
