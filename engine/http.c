@@ -29,6 +29,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http.h"
 
@@ -152,10 +153,33 @@ void ar__http_slist_free(struct curl_slist *l) {
 
 /* ---- the multi state ----------------------------------------------------- */
 
+/* A socket curl told us about, with the uv_poll_t that watches it.
+ *
+ * uv_poll_start costs two epoll_ctl calls (libuv removes the descriptor,
+ * then adds it back), and a new poll a third and an ioctl; with a poll
+ * closed whenever curl stops watching a socket, that was paid for every
+ * request on a kept-alive connection, and was a tenth of the http
+ * benchmark's time. So a kept-alive connection's socket keeps its poll:
+ * when curl puts the connection back in its cache (CURL_POLL_REMOVE for
+ * the socket that is still the connection's, CURLINFO_ACTIVESOCKET) the
+ * poll is parked, still started but unreferenced, and reusing the
+ * connection costs nothing. A parked poll that fires (the server closed the
+ * idle connection) is stopped and curl is not told: it is not watching,
+ * and checks the connection before reusing it.
+ *
+ * A parked poll must go before its descriptor is closed, or a later
+ * descriptor with the same number would find a stale watcher in libuv.
+ * curl closes a connection's socket through close_cb
+ * (CURLOPT_CLOSESOCKETFUNCTION), which does that. Other sockets are not
+ * parked, because curl 7.88 closes some itself (one that lost a connect
+ * race, the threaded resolver's socket pair): their poll is closed on
+ * CURL_POLL_REMOVE, which may come after the close. */
 typedef struct {
   uv_poll_t poll;
   ar__http_t *H;
   curl_socket_t fd;
+  int events; /* UV_READABLE | UV_WRITABLE the poll runs with, 0: stopped */
+  int wanted; /* curl watches it; 0: parked */
 } sock_t;
 
 /* Idle easy handles kept for reuse: enough for a busy fetcher without
@@ -171,9 +195,9 @@ struct ar__http_s {
   int peak;          /* the most transfers ever in the multi at once */
   CURL **idle; /* pooled easy handles */
   int nidle, idle_cap;
-  sock_t **socks; /* open polls by descriptor */
+  sock_t **socks; /* polls by descriptor, parked ones included */
   size_t socks_cap;
-  int nsocks;
+  int nsocks; /* sockets curl watches (not parked) */
   int handles; /* uv handles not through their close callback */
   int closing;
   uint64_t seq;
@@ -212,9 +236,13 @@ static sock_t *sock_find(ar__http_t *H, curl_socket_t fd) {
 
 static void sock_close(ar__http_t *H, sock_t *s) {
   H->socks[s->fd] = NULL;
-  H->nsocks--;
+  if (s->wanted) H->nsocks--;
   uv_close((uv_handle_t *)&s->poll, sock_close_cb);
 }
+
+/* Makes the poll run with events (0: stopped), touching libuv only when
+ * they change. */
+static void sock_watch(sock_t *s, int events);
 
 static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
   if (fd < 0) return NULL;
@@ -236,8 +264,9 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
   s->poll.data = s;
   s->H = H;
   s->fd = fd;
+  s->events = 0;
+  s->wanted = 0;
   H->socks[fd] = s;
-  H->nsocks++;
   H->handles++;
   H->E->handles_open++;
   return s;
@@ -249,6 +278,10 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   sock_t *s = p->data;
   ar__http_t *H = s->H;
   int flags = 0, running;
+  if (!s->wanted) { /* parked: curl checks the connection before reuse */
+    sock_watch(s, 0);
+    return;
+  }
   if (status < 0) {
     flags = CURL_CSELECT_ERR;
   } else {
@@ -263,12 +296,20 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
 
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
                      void *socketp) {
-  (void)easy;
   (void)socketp;
   ar__http_t *H = userp;
   sock_t *s = sock_find(H, fd);
   if (what == CURL_POLL_REMOVE) {
-    if (s != NULL) sock_close(H, s);
+    if (s == NULL) return 0;
+    curl_socket_t kept = CURL_SOCKET_BAD;
+    if (easy != NULL) api.easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &kept);
+    if (kept != fd || H->closing) {
+      sock_close(H, s);
+    } else if (s->wanted) { /* park it: see sock_t */
+      s->wanted = 0;
+      H->nsocks--;
+      uv_unref((uv_handle_t *)&s->poll);
+    }
     return 0;
   }
   if (H->closing) return 0;
@@ -276,14 +317,34 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
     /* Nothing will watch this socket; the transfer ends at its timeout. */
     return -1;
   }
+  if (!s->wanted) {
+    s->wanted = 1;
+    H->nsocks++;
+    uv_ref((uv_handle_t *)&s->poll);
+  }
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  sock_watch(s, events);
+  return 0;
+}
+
+static void sock_watch(sock_t *s, int events) {
+  if (events == s->events) return;
   if (events != 0)
     uv_poll_start(&s->poll, events, poll_cb);
   else
     uv_poll_stop(&s->poll);
-  return 0;
+  s->events = events;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the poll goes before the descriptor, so
+ * that libuv forgets it while the number still means this socket. */
+static int close_cb(void *userp, curl_socket_t fd) {
+  ar__http_t *H = userp;
+  sock_t *s = sock_find(H, fd);
+  if (s != NULL) sock_close(H, s);
+  return close(fd);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -475,6 +536,8 @@ static CURLcode configure(ar__http_req_t *req, CURL *e, double remaining) {
   SET(opt_ptr(e, CURLOPT_WRITEDATA, req));
   SET(opt_ptr(e, CURLOPT_HEADERFUNCTION, (void *)header_cb));
   SET(opt_ptr(e, CURLOPT_HEADERDATA, req));
+  SET(opt_ptr(e, CURLOPT_CLOSESOCKETFUNCTION, (void *)close_cb));
+  SET(opt_ptr(e, CURLOPT_CLOSESOCKETDATA, req->H));
   if (req->headers != NULL) SET(opt_ptr(e, CURLOPT_HTTPHEADER, req->headers));
   /* An explicit proxy, or none: "" also keeps curl from reading
    * http_proxy and friends from the environment, as aiohttp does by

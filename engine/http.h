@@ -141,7 +141,7 @@ void ar__http_slist_free(struct curl_slist *l);
 /* Counters for tests and stats. */
 typedef struct {
   int active;   /* transfers in the multi */
-  int sockets;  /* uv_poll_t open (not yet closed) */
+  int sockets;  /* sockets curl watches (idle connections are not) */
   int pooled;   /* idle easy handles kept for reuse */
   int handles;  /* uv handles of this module not through their close cb */
 } ar__http_stats_t;
