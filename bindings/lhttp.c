@@ -286,6 +286,12 @@ static session_t *session_new(lua_State *L, int opts) {
   lua_setiuservalue(L, sidx, 3);
   lua_newtable(L);
   int lines = lua_gettop(L);
+  /* curl's own User-Agent and Accept-Encoding as lines, which headers of
+   * the session or a request replace: see ar__http_user_agent. */
+  lua_pushfstring(L, "User-Agent: %s", ar__http_user_agent());
+  lua_setfield(L, lines, "user-agent");
+  lua_pushfstring(L, "Accept-Encoding: %s", ar__http_accept_encoding());
+  lua_setfield(L, lines, "accept-encoding");
   if (opts != 0 && lua_getfield(L, opts, "headers") != LUA_TNIL) {
     luaL_checktype(L, -1, LUA_TTABLE);
     collect_headers(L, lua_gettop(L), lines);

@@ -29,6 +29,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -65,6 +66,7 @@ static struct {
   const char *error; /* NULL once loaded */
   char version[48];  /* "libcurl/7.88.1" */
   char user_agent[96];
+  char encodings[64]; /* "deflate, gzip, br, zstd": what curl decodes */
 } api;
 
 static uv_once_t api_once = UV_ONCE_INIT;
@@ -122,6 +124,16 @@ static void load_once(void) {
   snprintf(api.version, sizeof api.version, "libcurl/%s", v->version);
   snprintf(api.user_agent, sizeof api.user_agent, "asyncrun/%s %s",
            AR_VERSION_STRING, api.version);
+  /* The list curl sends for CURLOPT_ACCEPT_ENCODING "", in its order: the
+   * decoders it was built with. */
+  snprintf(api.encodings, sizeof api.encodings, "%s%s%s%s%s",
+           v->features & CURL_VERSION_LIBZ ? "deflate, gzip" : "",
+           v->features & CURL_VERSION_LIBZ && v->features & CURL_VERSION_BROTLI ? ", " : "",
+           v->features & CURL_VERSION_BROTLI ? "br" : "",
+           v->features & (CURL_VERSION_LIBZ | CURL_VERSION_BROTLI) &&
+                   v->features & CURL_VERSION_ZSTD ? ", " : "",
+           v->features & CURL_VERSION_ZSTD ? "zstd" : "");
+  if (api.encodings[0] == '\0') strcpy(api.encodings, "identity");
   api.error = NULL;
 }
 
@@ -131,6 +143,8 @@ const char *ar__http_load(void) {
 }
 
 const char *ar__http_curl_version(void) { return api.version; }
+const char *ar__http_user_agent(void) { return api.user_agent; }
+const char *ar__http_accept_encoding(void) { return api.encodings; }
 
 /* curl_easy_setopt is variadic: each option must get exactly its type. */
 static CURLcode opt_long(CURL *e, CURLoption o, long v) {
@@ -186,6 +200,30 @@ typedef struct {
  * holding on to thousands after a burst. */
 #define POOL_MAX 256
 
+/* The options of an easy handle that vary between requests, other than
+ * the ones every request sets (URL, its buffers, its timeout). Only
+ * requests without a body, proxy or headers of their own are described:
+ * the others always get a handle reset and configured from scratch. */
+typedef struct {
+  const struct curl_slist *headers; /* curl keeps the pointer, not a copy */
+  int user_agent; /* headers has a User-Agent line */
+  size_t max_body;
+  long max_redirects;
+  long connect_ms;
+  int head;       /* HEAD, else GET */
+  int timeout;    /* CURLOPT_TIMEOUT_MS is set (per request) */
+  int verify_tls;
+  int https;
+} easy_cfg_t;
+
+/* An easy handle with what configure() last set on it. */
+struct ar__http_easy_s {
+  CURL *curl;
+  int used;      /* options have been set: reset before configuring anew */
+  int reusable;  /* cfg holds: a request with the same cfg may skip reset */
+  easy_cfg_t cfg;
+};
+
 struct ar__http_s {
   ar_engine_t *E;
   CURLM *multi;
@@ -193,7 +231,7 @@ struct ar__http_s {
   ar__list_t active; /* requests in the multi */
   int nactive;
   int peak;          /* the most transfers ever in the multi at once */
-  CURL **idle; /* pooled easy handles */
+  ar__http_easy_t **idle; /* pooled easy handles */
   int nidle, idle_cap;
   sock_t **socks; /* polls by descriptor, parked ones included */
   size_t socks_cap;
@@ -273,6 +311,7 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
 }
 
 static void drain(ar__http_t *H);
+static void easy_free(ar__http_easy_t *ez);
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
   sock_t *s = p->data;
@@ -395,14 +434,14 @@ void ar__http_close(ar__http_t *H) {
   while (!ar__list_empty(&H->active)) {
     ar__http_req_t *req = ar__container_of(H->active.next, ar__http_req_t, node);
     ar__list_remove(&req->node);
-    api.multi_remove_handle(H->multi, req->easy);
-    api.easy_cleanup(req->easy);
+    api.multi_remove_handle(H->multi, req->easy->curl);
+    easy_free(req->easy);
     req->easy = NULL;
     req->state = AR__REQ_DONE;
     req->result = CURLE_ABORTED_BY_CALLBACK;
   }
   H->nactive = 0;
-  for (int i = 0; i < H->nidle; i++) api.easy_cleanup(H->idle[i]);
+  for (int i = 0; i < H->nidle; i++) easy_free(H->idle[i]);
   H->nidle = 0;
   /* This closes the cached connections; curl may report their sockets
    * through socket_cb on the way, which closes their polls. */
@@ -427,32 +466,43 @@ void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st) {
 
 /* ---- easy handles ---------------------------------------------------------- */
 
-static CURL *easy_acquire(ar__http_t *H) {
+static ar__http_easy_t *easy_acquire(ar__http_t *H) {
   if (H->nidle > 0) return H->idle[--H->nidle];
-  return api.easy_init();
+  ar__http_easy_t *ez = calloc(1, sizeof *ez);
+  if (ez == NULL) return NULL;
+  if ((ez->curl = api.easy_init()) == NULL) {
+    free(ez);
+    return NULL;
+  }
+  return ez;
 }
 
-static void easy_release(ar__http_t *H, CURL *easy) {
+static void easy_free(ar__http_easy_t *ez) {
+  api.easy_cleanup(ez->curl);
+  free(ez);
+}
+
+/* Puts a handle back in the pool with its options (see configure), but
+ * without the error buffer, which is the finished request's. */
+static void easy_release(ar__http_t *H, ar__http_easy_t *ez) {
   if (H->closing) {
-    api.easy_cleanup(easy);
+    easy_free(ez);
     return;
   }
-  /* Reset drops the options (and the pointers into the finished request)
-   * but keeps the handle's buffers; connections stay in the multi. */
-  api.easy_reset(easy);
+  api.easy_setopt(ez->curl, CURLOPT_ERRORBUFFER, NULL);
   if (H->nidle == H->idle_cap && H->idle_cap < POOL_MAX) {
     int cap = H->idle_cap ? H->idle_cap * 2 : 16;
     if (cap > POOL_MAX) cap = POOL_MAX;
-    CURL **idle = realloc(H->idle, (size_t)cap * sizeof *idle);
+    ar__http_easy_t **idle = realloc(H->idle, (size_t)cap * sizeof *idle);
     if (idle != NULL) {
       H->idle = idle;
       H->idle_cap = cap;
     }
   }
   if (H->nidle < H->idle_cap)
-    H->idle[H->nidle++] = easy;
+    H->idle[H->nidle++] = ez;
   else
-    api.easy_cleanup(easy);
+    easy_free(ez);
 }
 
 /* Appends to the body, doubling the buffer (never past max_body) so a
@@ -472,7 +522,7 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
       /* First data: a Content-Length (of the decoded body, unless it is
        * compressed) sizes the buffer in one go. */
       curl_off_t cl = -1;
-      api.easy_getinfo(req->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+      api.easy_getinfo(req->easy->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
       cap = cl > 0 && (curl_off_t)req->max_body >= cl ? (size_t)cl : 16384;
     }
     if (cap < need) cap = need;
@@ -513,62 +563,118 @@ static long to_ms(double seconds) {
   return (long)ms;
 }
 
-/* Sets every option of a (freshly reset) easy handle from req. Returns
- * CURLE_OK or the first failure (out of memory copying a string). */
-static CURLcode configure(ar__http_req_t *req, CURL *e, double remaining) {
+/* Whether the header list names header `name` (a line "Name:..."). */
+static int has_header(const struct curl_slist *l, const char *name) {
+  size_t n = strlen(name);
+  for (; l != NULL; l = l->next)
+    if (strncasecmp(l->data, name, n) == 0 && l->data[n] == ':') return 1;
+  return 0;
+}
+
+/* Describes req's options in *cfg; returns 0 for a request that does not
+ * fit easy_cfg_t (see there). */
+static int describe(const ar__http_req_t *req, easy_cfg_t *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  if (req->body != NULL || req->proxy != NULL || req->headers_owned) return 0;
+  if (strcmp(req->method, "HEAD") == 0)
+    cfg->head = 1;
+  else if (strcmp(req->method, "GET") != 0)
+    return 0;
+  cfg->headers = req->headers;
+  cfg->user_agent = has_header(req->headers, "User-Agent");
+  cfg->max_body = req->max_body;
+  cfg->max_redirects = req->max_redirects;
+  cfg->connect_ms = req->connect_timeout > 0 ? to_ms(req->connect_timeout) : 0;
+  cfg->timeout = req->timeout > 0;
+  cfg->verify_tls = req->verify_tls;
+  cfg->https = strncmp(req->url, "https:", 6) == 0;
+  return 1;
+}
+
+static int same_cfg(const easy_cfg_t *a, const easy_cfg_t *b) {
+  return a->headers == b->headers && a->user_agent == b->user_agent &&
+         a->max_body == b->max_body &&
+         a->max_redirects == b->max_redirects && a->connect_ms == b->connect_ms &&
+         a->head == b->head && a->timeout == b->timeout &&
+         a->verify_tls == b->verify_tls && a->https == b->https;
+}
+
+/* Sets every option of an easy handle from req. A handle whose options
+ * already match (the pool hands out the most recently used handle, so in
+ * the usual run of like requests they do) only gets the request's own:
+ * curl_easy_reset and the twenty-odd options after it were a tenth of a
+ * small request's cost. Returns CURLE_OK or the first failure (out of
+ * memory copying a string). */
+static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez, double remaining) {
   CURLcode rc = CURLE_OK;
+  CURL *e = ez->curl;
   const char *m = req->method;
+  easy_cfg_t cfg;
+  int reusable = describe(req, &cfg);
 #define SET(call) \
   if (rc == CURLE_OK) rc = (call)
+  if (!(reusable && ez->reusable && same_cfg(&cfg, &ez->cfg))) {
+    if (ez->used) api.easy_reset(e);
+    ez->used = 1;
+    ez->reusable = 0; /* until every option below is set */
+    SET(opt_long(e, CURLOPT_NOSIGNAL, 1L));
+    SET(opt_ptr(e, CURLOPT_PROTOCOLS_STR, "http,https"));
+    SET(opt_ptr(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
+    SET(opt_long(e, CURLOPT_FOLLOWLOCATION, req->max_redirects > 0));
+    SET(opt_long(e, CURLOPT_MAXREDIRS, req->max_redirects));
+    /* What this libcurl decodes, which it then decodes. A header list with
+     * its own Accept-Encoding line saves curl formatting one per request. */
+    SET(opt_ptr(e, CURLOPT_ACCEPT_ENCODING, api.encodings));
+    /* Likewise the User-Agent, except that curl needs it as an option for
+     * the CONNECT requests it sends to a proxy. */
+    if (req->proxy != NULL || !has_header(req->headers, "User-Agent"))
+      SET(opt_ptr(e, CURLOPT_USERAGENT, api.user_agent));
+    SET(opt_ptr(e, CURLOPT_WRITEFUNCTION, (void *)write_cb));
+    SET(opt_ptr(e, CURLOPT_HEADERFUNCTION, (void *)header_cb));
+    SET(opt_ptr(e, CURLOPT_CLOSESOCKETFUNCTION, (void *)close_cb));
+    SET(opt_ptr(e, CURLOPT_CLOSESOCKETDATA, req->H));
+    if (req->headers != NULL) SET(opt_ptr(e, CURLOPT_HTTPHEADER, req->headers));
+    /* An explicit proxy, or none: "" also keeps curl from reading
+     * http_proxy and friends from the environment, as aiohttp does by
+     * default, so a stray variable cannot divert loopback traffic. */
+    SET(opt_ptr(e, CURLOPT_PROXY, req->proxy != NULL ? req->proxy : ""));
+    if (strcmp(m, "HEAD") == 0) {
+      SET(opt_long(e, CURLOPT_NOBODY, 1L));
+    } else if (req->body != NULL) {
+      SET(opt_off(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len));
+      SET(opt_ptr(e, CURLOPT_POSTFIELDS, req->body));
+      if (strcmp(m, "POST") != 0) SET(opt_ptr(e, CURLOPT_CUSTOMREQUEST, m));
+    } else if (strcmp(m, "POST") == 0) {
+      SET(opt_off(e, CURLOPT_POSTFIELDSIZE_LARGE, 0));
+      SET(opt_ptr(e, CURLOPT_POSTFIELDS, ""));
+    } else if (strcmp(m, "GET") != 0) {
+      SET(opt_ptr(e, CURLOPT_CUSTOMREQUEST, m));
+    }
+    if (req->connect_timeout > 0)
+      SET(opt_long(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(req->connect_timeout)));
+    /* Rejects a declared Content-Length over the limit before any body is
+     * read; write_cb enforces it on what actually arrives. */
+    if (req->max_body < (size_t)INT64_MAX)
+      SET(opt_off(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body));
+    if (!req->verify_tls) {
+      SET(opt_long(e, CURLOPT_SSL_VERIFYPEER, 0L));
+      SET(opt_long(e, CURLOPT_SSL_VERIFYHOST, 0L));
+    }
+    /* Over TLS, wait for a connection that may turn out to multiplex
+     * (HTTP/2) rather than open one more. */
+    if (strncmp(req->url, "https:", 6) == 0) SET(opt_long(e, CURLOPT_PIPEWAIT, 1L));
+    if (rc != CURLE_OK) return rc;
+    ez->cfg = cfg;
+    ez->reusable = reusable;
+  }
+  /* The request's own. */
   req->errbuf[0] = '\0';
   SET(opt_ptr(e, CURLOPT_PRIVATE, req));
   SET(opt_ptr(e, CURLOPT_ERRORBUFFER, req->errbuf));
   SET(opt_ptr(e, CURLOPT_URL, req->url));
-  SET(opt_long(e, CURLOPT_NOSIGNAL, 1L));
-  SET(opt_ptr(e, CURLOPT_PROTOCOLS_STR, "http,https"));
-  SET(opt_ptr(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
-  SET(opt_long(e, CURLOPT_FOLLOWLOCATION, req->max_redirects > 0));
-  SET(opt_long(e, CURLOPT_MAXREDIRS, req->max_redirects));
-  /* "" offers every encoding this libcurl decodes, and decodes it. */
-  SET(opt_ptr(e, CURLOPT_ACCEPT_ENCODING, ""));
-  SET(opt_ptr(e, CURLOPT_USERAGENT, api.user_agent));
-  SET(opt_ptr(e, CURLOPT_WRITEFUNCTION, (void *)write_cb));
   SET(opt_ptr(e, CURLOPT_WRITEDATA, req));
-  SET(opt_ptr(e, CURLOPT_HEADERFUNCTION, (void *)header_cb));
   SET(opt_ptr(e, CURLOPT_HEADERDATA, req));
-  SET(opt_ptr(e, CURLOPT_CLOSESOCKETFUNCTION, (void *)close_cb));
-  SET(opt_ptr(e, CURLOPT_CLOSESOCKETDATA, req->H));
-  if (req->headers != NULL) SET(opt_ptr(e, CURLOPT_HTTPHEADER, req->headers));
-  /* An explicit proxy, or none: "" also keeps curl from reading
-   * http_proxy and friends from the environment, as aiohttp does by
-   * default, so a stray variable cannot divert loopback traffic. */
-  SET(opt_ptr(e, CURLOPT_PROXY, req->proxy != NULL ? req->proxy : ""));
-  if (strcmp(m, "HEAD") == 0) {
-    SET(opt_long(e, CURLOPT_NOBODY, 1L));
-  } else if (req->body != NULL) {
-    SET(opt_off(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len));
-    SET(opt_ptr(e, CURLOPT_POSTFIELDS, req->body));
-    if (strcmp(m, "POST") != 0) SET(opt_ptr(e, CURLOPT_CUSTOMREQUEST, m));
-  } else if (strcmp(m, "POST") == 0) {
-    SET(opt_off(e, CURLOPT_POSTFIELDSIZE_LARGE, 0));
-    SET(opt_ptr(e, CURLOPT_POSTFIELDS, ""));
-  } else if (strcmp(m, "GET") != 0) {
-    SET(opt_ptr(e, CURLOPT_CUSTOMREQUEST, m));
-  }
   if (remaining > 0) SET(opt_long(e, CURLOPT_TIMEOUT_MS, to_ms(remaining)));
-  if (req->connect_timeout > 0)
-    SET(opt_long(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(req->connect_timeout)));
-  /* Rejects a declared Content-Length over the limit before any body is
-   * read; write_cb enforces it on what actually arrives. */
-  if (req->max_body < (size_t)INT64_MAX)
-    SET(opt_off(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body));
-  if (!req->verify_tls) {
-    SET(opt_long(e, CURLOPT_SSL_VERIFYPEER, 0L));
-    SET(opt_long(e, CURLOPT_SSL_VERIFYHOST, 0L));
-  }
-  /* Over TLS, wait for a connection that may turn out to multiplex (HTTP/2)
-   * rather than open one more. */
-  if (strncmp(req->url, "https:", 6) == 0) SET(opt_long(e, CURLOPT_PIPEWAIT, 1L));
 #undef SET
   return rc;
 }
@@ -676,12 +782,13 @@ static int start(ar__http_req_t *req) {
     remaining = req->timeout - elapsed(req);
     if (remaining <= 0) remaining = 0.001;
   }
-  CURL *easy = easy_acquire(H);
+  ar__http_easy_t *easy = easy_acquire(H);
   if (easy == NULL) return AR_ENOMEM;
   req->easy = easy;
   if (configure(req, easy, remaining) != CURLE_OK ||
-      api.multi_add_handle(H->multi, easy) != CURLM_OK) {
+      api.multi_add_handle(H->multi, easy->curl) != CURLM_OK) {
     req->easy = NULL;
+    easy->reusable = 0;
     easy_release(H, easy);
     return AR_ENOMEM;
   }
@@ -759,7 +866,7 @@ static void detach(ar__http_req_t *req) {
   ar__http_host_t *host = req->host;
   ar__list_remove(&req->node);
   H->nactive--;
-  api.multi_remove_handle(H->multi, req->easy);
+  api.multi_remove_handle(H->multi, req->easy->curl);
   easy_release(H, req->easy);
   req->easy = NULL;
   host->active--;
@@ -788,13 +895,15 @@ void ar__http_abort(ar__http_req_t *req) {
 }
 
 static void complete(ar__http_req_t *req, CURLcode rc) {
-  CURL *e = req->easy;
+  CURL *e = req->easy->curl;
   char *url = NULL;
   req->result = rc;
   req->done_ns = uv_hrtime();
   api.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &req->status);
   api.easy_getinfo(e, CURLINFO_HTTP_VERSION, &req->http_version);
-  if (api.easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url != NULL)
+  /* Kept only when it differs: NULL means the URL asked for. */
+  if (api.easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url != NULL &&
+      strcmp(url, req->url) != 0)
     req->final_url = strdup(url);
   if (req->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     req->too_large = 1;
