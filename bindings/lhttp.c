@@ -53,7 +53,7 @@ typedef struct {
   ar__http_req_t req;
   ar__task_t *task;
   char *url;      /* malloc'd, the full URL sent */
-  char *host_key; /* malloc'd */
+  char *host_key; /* in url's block (see ar__http_url) */
   char method[24];
 } request_t;
 
@@ -282,7 +282,6 @@ static session_t *session_new(lua_State *L, int opts) {
     if (ar__http_url(NULL, base, NULL, &full, &key, &err) != 0)
       luaL_error(L, "bad option 'base_url' (%s)", err);
     free(full);
-    free(key);
   }
   lua_setiuservalue(L, sidx, 1);
   const char *proxy = opt_string(L, opts, "proxy");
@@ -425,7 +424,6 @@ static int request_gc(lua_State *L) {
   ar__http_abort(&r->req);
   ar__http_req_release(&r->req);
   free(r->url);
-  free(r->host_key);
   r->url = r->host_key = NULL;
   return 0;
 }
@@ -727,8 +725,13 @@ static int session_tostring(lua_State *L) {
   return 1;
 }
 
-/* s.active, s.waiting: how many requests run and wait under its limits. */
+/* __index: the methods (upvalue 1) first, as s:get(url) is the common
+ * case; then s.active and s.waiting, how many requests run and wait under
+ * the session's limits. */
 static int session_index(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   session_t *S = check_session(L, 1);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "active") == 0) {
@@ -739,10 +742,7 @@ static int session_index(lua_State *L) {
     lua_pushinteger(L, S->limit.queued);
     return 1;
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
+  lua_pushnil(L);
   return 1;
 }
 
@@ -902,8 +902,7 @@ int luaopen_async_http(lua_State *L) {
   luaL_newmetatable(L, SESSION_MT);
   lua_newtable(L);
   set_funcs(L, session_methods, up);
-  lua_setfield(L, -2, "methods");
-  lua_pushcfunction(L, session_index);
+  lua_pushcclosure(L, session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_gc);
   lua_setfield(L, -2, "__gc");

@@ -222,6 +222,9 @@ struct ar__http_easy_s {
   int used;      /* options have been set: reset before configuring anew */
   int reusable;  /* cfg holds: a request with the same cfg may skip reset */
   easy_cfg_t cfg;
+  /* CURLOPT_ERRORBUFFER. Here rather than in each request, which copies
+   * the rare message out (complete()). */
+  char errbuf[CURL_ERROR_SIZE];
 };
 
 struct ar__http_s {
@@ -482,14 +485,12 @@ static void easy_free(ar__http_easy_t *ez) {
   free(ez);
 }
 
-/* Puts a handle back in the pool with its options (see configure), but
- * without the error buffer, which is the finished request's. */
+/* Puts a handle back in the pool with its options (see configure). */
 static void easy_release(ar__http_t *H, ar__http_easy_t *ez) {
   if (H->closing) {
     easy_free(ez);
     return;
   }
-  api.easy_setopt(ez->curl, CURLOPT_ERRORBUFFER, NULL);
   if (H->nidle == H->idle_cap && H->idle_cap < POOL_MAX) {
     int cap = H->idle_cap ? H->idle_cap * 2 : 16;
     if (cap > POOL_MAX) cap = POOL_MAX;
@@ -618,6 +619,7 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez, double remai
     ez->used = 1;
     ez->reusable = 0; /* until every option below is set */
     SET(opt_long(e, CURLOPT_NOSIGNAL, 1L));
+    SET(opt_ptr(e, CURLOPT_ERRORBUFFER, ez->errbuf));
     SET(opt_ptr(e, CURLOPT_PROTOCOLS_STR, "http,https"));
     SET(opt_ptr(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
     SET(opt_long(e, CURLOPT_FOLLOWLOCATION, req->max_redirects > 0));
@@ -668,9 +670,8 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez, double remai
     ez->reusable = reusable;
   }
   /* The request's own. */
-  req->errbuf[0] = '\0';
+  ez->errbuf[0] = '\0';
   SET(opt_ptr(e, CURLOPT_PRIVATE, req));
-  SET(opt_ptr(e, CURLOPT_ERRORBUFFER, req->errbuf));
   SET(opt_ptr(e, CURLOPT_URL, req->url));
   SET(opt_ptr(e, CURLOPT_WRITEDATA, req));
   SET(opt_ptr(e, CURLOPT_HEADERDATA, req));
@@ -739,7 +740,8 @@ void ar__http_req_release(ar__http_req_t *req) {
   free(req->body_buf);
   free(req->hdr_buf);
   free(req->final_url);
-  req->body_buf = req->hdr_buf = req->final_url = NULL;
+  free(req->errmsg);
+  req->body_buf = req->hdr_buf = req->final_url = req->errmsg = NULL;
   req->body_size = req->body_cap = req->hdr_size = req->hdr_cap = 0;
   if (req->headers_owned) {
     ar__http_slist_free(req->headers);
@@ -758,7 +760,7 @@ static void fail(ar__http_req_t *req, CURLcode code, const char *msg) {
   req->state = AR__REQ_DONE;
   req->result = code;
   req->done_ns = uv_hrtime();
-  snprintf(req->errbuf, sizeof req->errbuf, "%s", msg);
+  req->errmsg = strdup(msg); /* NULL: curl's text for code will do */
   if (req->done_cb != NULL) req->done_cb(req);
 }
 
@@ -906,11 +908,15 @@ static void complete(ar__http_req_t *req, CURLcode rc) {
       strcmp(url, req->url) != 0)
     req->final_url = strdup(url);
   if (req->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+    char msg[96];
     req->too_large = 1;
-    snprintf(req->errbuf, sizeof req->errbuf,
-             "response body exceeds max_body (%zu bytes)", req->max_body);
+    snprintf(msg, sizeof msg, "response body exceeds max_body (%zu bytes)",
+             req->max_body);
+    req->errmsg = strdup(msg);
   } else if (rc == CURLE_WRITE_ERROR) {
     req->result = CURLE_OUT_OF_MEMORY;
+  } else if (rc != CURLE_OK && req->easy->errbuf[0] != '\0') {
+    req->errmsg = strdup(req->easy->errbuf);
   }
   detach(req);
   req->state = AR__REQ_DONE;
@@ -974,7 +980,7 @@ const char *ar__http_error_kind(const ar__http_req_t *req) {
 }
 
 const char *ar__http_error_message(const ar__http_req_t *req) {
-  if (req->errbuf[0] != '\0') return req->errbuf;
+  if (req->errmsg != NULL) return req->errmsg;
   return api.easy_strerror((CURLcode)req->result);
 }
 
@@ -1022,12 +1028,10 @@ static int fast_url(const char *url, const char *query, char **out,
   }
   size_t ulen = (size_t)(path - url), rest = (size_t)(p - path);
   size_t qlen = query != NULL ? strlen(query) : 0;
-  char *full = malloc(ulen + 1 + rest + 1 + qlen + 1);
-  size_t klen = strlen(scheme) + 3 + hlen + 1 + plen + 1;
-  char *key = malloc(klen);
-  if (full == NULL || key == NULL) {
-    free(full);
-    free(key);
+  size_t slen = strlen(scheme);
+  size_t flen = ulen + 1 + rest + 1 + qlen + 1;
+  char *full = malloc(flen + slen + 3 + hlen + 1 + plen + 1);
+  if (full == NULL) {
     *rc = -1;
     return 1;
   }
@@ -1042,10 +1046,17 @@ static int fast_url(const char *url, const char *query, char **out,
     memcpy(f, query, qlen);
     f += qlen;
   }
-  *f = '\0';
-  int n = snprintf(key, klen, "%s://%.*s:%.*s", scheme, (int)hlen, host, (int)plen, port);
-  for (int i = (int)strlen(scheme) + 3; i < n; i++)
-    if (key[i] >= 'A' && key[i] <= 'Z') key[i] = (char)(key[i] - 'A' + 'a');
+  *f++ = '\0';
+  /* scheme://host:port, the host in lower case */
+  char *key = f;
+  memcpy(f, scheme, slen);
+  memcpy(f + slen, "://", 3);
+  f += slen + 3;
+  for (size_t i = 0; i < hlen; i++)
+    *f++ = host[i] >= 'A' && host[i] <= 'Z' ? (char)(host[i] - 'A' + 'a') : host[i];
+  *f++ = ':';
+  memcpy(f, port, plen);
+  f[plen] = '\0';
   *out = full;
   *host_key = key;
   *rc = 0;
@@ -1093,16 +1104,14 @@ int ar__http_url(const char *base, const char *url, const char *query,
     *err = "URL has no host";
     goto done;
   }
+  size_t flen = strlen(full) + 1;
   size_t klen = strlen(scheme) + strlen(host) + strlen(port) + 5;
-  *host_key = malloc(klen);
-  *out = strdup(full);
-  if (*host_key == NULL || *out == NULL) {
-    free(*host_key);
-    free(*out);
-    *out = *host_key = NULL;
+  if ((*out = malloc(flen + klen)) == NULL) {
     *err = "not enough memory";
     goto done;
   }
+  memcpy(*out, full, flen);
+  *host_key = *out + flen;
   snprintf(*host_key, klen, "%s://%s:%s", scheme, host, port);
   ret = 0;
 done:

@@ -96,7 +96,7 @@ struct ar__http_req_s {
   char *hdr_buf; /* the last response's header block, malloc'd */
   size_t hdr_size, hdr_cap;
   uint64_t start_ns, done_ns;
-  char errbuf[CURL_ERROR_SIZE];
+  char *errmsg; /* malloc'd; NULL: curl's words for result */
 
   /* Called once when the request completes or fails on its own (never
    * after ar__http_abort, never from inside ar__http_submit). */
@@ -131,8 +131,8 @@ const char *ar__http_error_message(const ar__http_req_t *req);
 /* Resolves url against base (may be NULL), appends query (already
  * encoded "k=v&k2=v2", may be NULL) and checks the scheme is http or
  * https. On success returns 0 with *out the full URL and *host_key
- * "scheme://host:port", both malloc'd. On failure returns -1 and *err
- * says why (static storage). */
+ * "scheme://host:port", in one malloc'd block: free(*out) frees both. On
+ * failure returns -1 and *err says why (static storage). */
 int ar__http_url(const char *base, const char *url, const char *query,
                  char **out, char **host_key, const char **err);
 
