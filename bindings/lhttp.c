@@ -25,13 +25,6 @@
  * registry, so engines share nothing). */
 static const char multi_key = 'M';
 static const char default_key = 'D';
-static const char pending_key = 'H';
-
-/* Upvalues of every function of the module (see set_funcs). */
-#define UV_ENCODE lua_upvalueindex(1)  /* cjson.encode */
-#define UV_DECODE lua_upvalueindex(2)  /* cjson.decode */
-#define UV_PENDING lua_upvalueindex(3) /* response -> its raw header block */
-#define UV_RESPONSE lua_upvalueindex(4) /* the response metatable */
 
 #define DEFAULT_MAX_CONNECTIONS 100
 #define DEFAULT_MAX_BODY ((lua_Integer)64 << 20)
@@ -520,13 +513,8 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, req->status);
   lua_setfield(L, -2, "status");
-  /* Headers are parsed when first read (response_index): building a table
-   * of a dozen Lua strings was a tenth of a small request's cost, for a
-   * table most scripts never look at. Until then the raw block waits in a
-   * table with weak keys, so it goes with the response. */
-  lua_pushvalue(L, -1);
-  lua_pushlstring(L, req->hdr_buf != NULL ? req->hdr_buf : "", req->hdr_size);
-  lua_rawset(L, UV_PENDING);
+  push_headers(L, req->hdr_buf, req->hdr_size);
+  lua_setfield(L, -2, "headers");
   lua_pushlstring(L, req->body_buf != NULL ? req->body_buf : "", req->body_size);
   lua_setfield(L, -2, "body");
   lua_pushstring(L, req->final_url != NULL ? req->final_url : r->url);
@@ -535,8 +523,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   lua_setfield(L, -2, "elapsed");
   lua_pushstring(L, version_name(req->http_version));
   lua_setfield(L, -2, "http_version");
-  lua_pushvalue(L, UV_RESPONSE);
-  lua_setmetatable(L, -2);
+  luaL_setmetatable(L, RESPONSE_MT);
   ar__http_req_release(req);
   return 1;
 }
@@ -609,7 +596,7 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
   int has_json = 0;
   if (opts != 0) {
     if (lua_getfield(L, opts, "json") != LUA_TNIL) {
-      lua_pushvalue(L, UV_ENCODE);
+      lua_pushvalue(L, lua_upvalueindex(1));
       lua_insert(L, -2);
       lua_call(L, 1, 1);
       has_json = 1;
@@ -751,60 +738,6 @@ static int session_index(lua_State *L) {
 
 /* ---- responses ---------------------------------------------------------------- */
 
-/* Sets r.headers (r at idx) from the raw block waiting for it and pushes
- * the table; pushes nothing and returns 0 when no block waits (headers
- * built already, or not a response of this module). */
-static int build_headers_of(lua_State *L, int idx) {
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, UV_PENDING) != LUA_TSTRING) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  size_t len;
-  const char *raw = lua_tolstring(L, -1, &len);
-  push_headers(L, raw, len);
-  lua_pushliteral(L, "headers");
-  lua_pushvalue(L, -2);
-  lua_rawset(L, idx);
-  /* Only now, so that a memory error above leaves the block for a retry. */
-  lua_pushvalue(L, idx);
-  lua_pushnil(L);
-  lua_rawset(L, UV_PENDING);
-  lua_remove(L, -2);
-  return 1;
-}
-
-/* __index: the methods (upvalue 5) first, as r:json() is the common case,
- * then the headers not built yet. */
-static int response_index(lua_State *L) {
-  lua_settop(L, 2);
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(5)) != LUA_TNIL) return 1;
-  const char *k = lua_tostring(L, 2);
-  if (lua_type(L, 2) == LUA_TSTRING && strcmp(k, "headers") == 0 &&
-      build_headers_of(L, 1))
-    return 1;
-  lua_pushnil(L);
-  return 1;
-}
-
-static int response_next(lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_next(L, 1)) return 2;
-  lua_pushnil(L);
-  return 1;
-}
-
-/* __pairs: a response's fields, headers included even if never read. */
-static int response_pairs(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  if (build_headers_of(L, 1)) lua_pop(L, 1);
-  lua_pushcfunction(L, response_next);
-  lua_pushvalue(L, 1);
-  lua_pushnil(L);
-  return 3;
-}
-
 static int resp_ok(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "status");
@@ -813,12 +746,12 @@ static int resp_ok(lua_State *L) {
   return 1;
 }
 
-/* resp:json(): the body decoded with cjson.decode; invalid JSON raises
- * kind "json" with the URL and the position cjson reports. */
+/* resp:json(): the body decoded (upvalue 2 is cjson.decode); invalid JSON
+ * raises kind "json" with the URL and the position cjson reports. */
 static int resp_json(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_pushvalue(L, UV_DECODE);
+  lua_pushvalue(L, lua_upvalueindex(2));
   if (lua_getfield(L, 1, "body") != LUA_TSTRING)
     return luaL_error(L, "response has no body string");
   if (lua_pcall(L, 1, 1, 0) == LUA_OK) return 1;
@@ -857,12 +790,12 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
-/* Registers funcs into the table on top, each with the UV_* upvalues,
- * which are at up, up + 1, ... */
-#define NUP 4
-static void set_funcs(lua_State *L, const luaL_Reg *funcs, int up) {
-  for (int i = 0; i < NUP; i++) lua_pushvalue(L, up + i);
-  luaL_setfuncs(L, funcs, NUP);
+/* Registers funcs into the table on top, each with cjson's encode and
+ * decode (at enc, enc + 1) as upvalues 1 and 2. */
+static void set_funcs(lua_State *L, const luaL_Reg *funcs, int enc) {
+  lua_pushvalue(L, enc);
+  lua_pushvalue(L, enc + 1);
+  luaL_setfuncs(L, funcs, 2);
 }
 
 int luaopen_async_http(lua_State *L) {
@@ -876,21 +809,9 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_requiref(L, "cjson", luaopen_cjson, 0);
   lua_getfield(L, -1, "encode");
-  int up = lua_gettop(L);
   lua_getfield(L, -2, "decode");
-  /* One table of raw header blocks per state, even if the module is
-   * loaded again: responses outlive a module table. */
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &pending_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &pending_key);
-  }
-  luaL_newmetatable(L, RESPONSE_MT); /* up .. up + 3: the UV_* values */
+  lua_remove(L, -3);
+  int enc = lua_gettop(L) - 1;
 
   luaL_newmetatable(L, MULTI_MT);
   lua_pushcfunction(L, multi_gc);
@@ -904,7 +825,7 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_newmetatable(L, SESSION_MT);
   lua_newtable(L);
-  set_funcs(L, session_methods, up);
+  set_funcs(L, session_methods, enc);
   lua_pushcclosure(L, session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_gc);
@@ -913,18 +834,13 @@ int luaopen_async_http(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 
-  lua_pushvalue(L, up + 3); /* the response metatable */
-  for (int i = 0; i < NUP; i++) lua_pushvalue(L, up + i);
+  luaL_newmetatable(L, RESPONSE_MT);
   lua_newtable(L);
-  set_funcs(L, response_methods, up);
-  lua_pushcclosure(L, response_index, NUP + 1);
+  set_funcs(L, response_methods, enc);
   lua_setfield(L, -2, "__index");
-  for (int i = 0; i < NUP; i++) lua_pushvalue(L, up + i);
-  lua_pushcclosure(L, response_pairs, NUP);
-  lua_setfield(L, -2, "__pairs");
   lua_pop(L, 1);
 
   lua_newtable(L);
-  set_funcs(L, funcs, up);
+  set_funcs(L, funcs, enc);
   return 1;
 }

@@ -31,20 +31,14 @@ check.test("GET /get: status, headers, body, url, version, elapsed", function()
   check.matches(j.headers["Accept-Encoding"], "gzip")
 end)
 
-check.test("response headers: built when read, listed by pairs", function()
+check.test("response headers: listed by pairs, repeated ones joined", function()
   local r = http.get(url("/response-headers?X-Twice=a&X-Twice=b"))
-  collectgarbage(); collectgarbage() -- the raw block lives as long as r
   local fields = {}
   for k, v in pairs(r) do fields[k] = v end
-  check.eq(type(fields.headers), "table", "pairs lists headers")
-  check.eq(r.headers, fields.headers, "one table")
-  check.eq(r.headers["x-twice"], "a, b", "repeated headers joined")
-  for _, k in ipairs({ "status", "body", "url", "elapsed", "http_version" }) do
+  for _, k in ipairs({ "status", "headers", "body", "url", "elapsed", "http_version" }) do
     check.truthy(fields[k] ~= nil, k)
   end
-  local r2 = http.get(url("/get"))
-  check.eq(r2.headers["content-type"], "application/json")
-  check.eq(r2.nosuchfield, nil); check.eq(type(r2.json), "function")
+  check.eq(r.headers["x-twice"], "a, b", "repeated headers joined")
 end)
 
 check.test("query tables are encoded and appended", function()
