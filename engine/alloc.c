@@ -17,6 +17,7 @@
 
 #include "internal.h"
 
+#ifndef AR_NO_POOL
 #define CHUNK_SIZE ((size_t)2 << 20)
 #define CLASS(n) (((n) + 15) >> 4) /* 1..AR__POOL_CLASSES-1 */
 
@@ -62,6 +63,8 @@ static void small_free(ar__pool_t *p, void *b, size_t n) {
   p->free[c] = b;
 }
 
+#endif
+
 void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize) {
 #ifdef AR_NO_POOL
   (void)p;
@@ -99,10 +102,12 @@ void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize) {
 }
 
 void ar__pool_close(ar__pool_t *p) {
+#ifndef AR_NO_POOL
   while (p->chunks != NULL) {
     void *next = *(void **)p->chunks;
     munmap(p->chunks, CHUNK_SIZE);
     p->chunks = next;
   }
+#endif
   memset(p, 0, sizeof *p);
 }

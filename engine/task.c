@@ -62,9 +62,7 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   /* The links before anything can fail: a handle dropped half-made must
    * still be consistent for whatever meets it (a finalizer did once). */
   ar__list_init(&t->waiters);
-  ar__list_init(&t->unretrieved);
   ar__list_init(&t->done.node);
-  ar__list_init(&t->wait_link);
   ar__timer_init(&t->timer);
   luaL_setmetatable(L, AR__TASK_MT);
   lua_State *co = lua_newthread(L);
@@ -228,7 +226,7 @@ static void finish(ar__task_t *t, int outcome, int nres) {
   ar__list_remove(&t->live);
   E->ntasks--;
   if (outcome == AR__OUT_ERROR && t != E->root)
-    ar__list_insert_tail(&E->unretrieved, &t->unretrieved);
+    ar__list_insert_tail(&E->unretrieved, &t->live);
   while (!ar__list_empty(&t->waiters)) {
     ar__done_t *d = ar__container_of(t->waiters.next, ar__done_t, node);
     ar__list_remove(&d->node);
@@ -327,7 +325,7 @@ void ar__task_run(ar__task_t *t) {
 
 static void retrieved(ar__task_t *t) {
   t->retrieved = 1;
-  ar__list_remove(&t->unretrieved);
+  if (t->state == AR__TASK_DONE) ar__list_remove(&t->live);
 }
 
 /* A task cancelled before it started has no error object: make one. */
@@ -401,7 +399,7 @@ void ar__task_report(lua_State *L, ar__task_t *t) {
 void ar__task_report_all(ar_engine_t *E) {
   while (!ar__list_empty(&E->unretrieved)) {
     ar__task_t *t =
-        ar__container_of(E->unretrieved.next, ar__task_t, unretrieved);
+        ar__container_of(E->unretrieved.next, ar__task_t, live);
     ar__task_report(E->L, t);
   }
 }
@@ -517,7 +515,8 @@ static int task_tostring(lua_State *L) {
  * at the end of the run, whichever comes first), as asyncio does. */
 static int task_gc(lua_State *L) {
   ar__task_t *t = lua_touserdata(L, 1);
-  if (!ar__list_empty(&t->unretrieved)) ar__task_report(L, t);
+  if (t->state == AR__TASK_DONE && !ar__list_empty(&t->live))
+    ar__task_report(L, t);
   return 0;
 }
 
