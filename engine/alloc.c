@@ -33,7 +33,8 @@ static void *chunk_new(ar__pool_t *p) {
   char *end = start + CHUNK_SIZE;
   if (raw + len > end) munmap(end, (size_t)(raw + len - end));
 #ifdef MADV_HUGEPAGE
-  (void)madvise(start, CHUNK_SIZE, MADV_HUGEPAGE);
+  /* Not the first chunk: a small script should not pay a 2 MiB page. */
+  if (p->chunks != NULL) (void)madvise(start, CHUNK_SIZE, MADV_HUGEPAGE);
 #endif
   /* The first 16 bytes link the chunks for ar__pool_close. */
   *(void **)start = p->chunks;
