@@ -345,6 +345,10 @@ struct ar_engine_s {
   int settle_round;  /* times leftovers were cancelled and got stuck */
   int blocking;      /* a blocking run waits for it (run_*, call) */
   int root_ref;      /* anchors the root's handle until the run is over */
+  /* The task metatables (see ar__task_test), for identity checks and
+   * setmetatable without a lookup by name. */
+  const void *task_mt, *task_failed_mt;
+  int task_mt_ref;
   ar_done_cb done_cb;
   void *done_data;
   ar__task_t *ended;  /* the root of the run just over, for its results */

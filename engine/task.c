@@ -43,8 +43,12 @@ ar__task_t *ar__task_check_current(lua_State *L, const char *what) {
  * finalizers make Lua's collector keep every such object one extra cycle
  * and call into C for each, which costs a task-heavy script dearly. */
 ar__task_t *ar__task_test(lua_State *L, int idx) {
-  void *p = luaL_testudata(L, idx, AR__TASK_MT);
-  return p != NULL ? p : luaL_testudata(L, idx, AR__TASK_FAILED_MT);
+  void *p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  ar_engine_t *E = ar__engine_of(L);
+  return mt == E->task_mt || mt == E->task_failed_mt ? p : NULL;
 }
 
 ar__task_t *ar__task_check(lua_State *L, int idx) {
@@ -64,7 +68,8 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar__list_init(&t->waiters);
   ar__list_init(&t->done.node);
   ar__timer_init(&t->timer);
-  luaL_setmetatable(L, AR__TASK_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_mt_ref);
+  lua_setmetatable(L, -2);
   lua_State *co = lua_newthread(L);
   if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
   lua_setiuservalue(L, -2, 1);
@@ -520,8 +525,8 @@ static int task_gc(lua_State *L) {
   return 0;
 }
 
-static void new_task_metatable(lua_State *L, const char *name, int methods,
-                               int with_gc) {
+static const void *new_task_metatable(lua_State *L, const char *name,
+                                      int methods, int with_gc) {
   luaL_newmetatable(L, name);
   lua_pushvalue(L, methods);
   lua_setfield(L, -2, "methods");
@@ -537,15 +542,21 @@ static void new_task_metatable(lua_State *L, const char *name, int methods,
     lua_pushcfunction(L, task_gc);
     lua_setfield(L, -2, "__gc");
   }
+  const void *mt = lua_topointer(L, -1);
   lua_pop(L, 1);
+  return mt;
 }
 
 void ar__task_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"await", task_await},     {"cancel", task_cancel}, {"done", task_done},
       {"cancelled", task_cancelled}, {"result", task_result}, {NULL, NULL}};
+  ar_engine_t *E = ar__engine_of(L);
   luaL_newlib(L, methods);
-  new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);
-  new_task_metatable(L, AR__TASK_FAILED_MT, lua_gettop(L), 1);
+  E->task_mt = new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);
+  E->task_failed_mt =
+      new_task_metatable(L, AR__TASK_FAILED_MT, lua_gettop(L), 1);
   lua_pop(L, 1);
+  luaL_getmetatable(L, AR__TASK_MT);
+  E->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
