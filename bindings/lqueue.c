@@ -3,8 +3,8 @@
  *
  * Items live in a ring kept in the array part of a Lua table (user value 1
  * of the queue), indexed from C; the ring grows by doubling up to maxsize.
- * Waiting getters and putters are FIFO lists of tasks (wait_link), so a
- * put or get allocates nothing once the ring has grown.
+ * Waiting getters and putters are FIFO lists of tasks (linked through
+ * done.node), so a put or get allocates nothing once the ring has grown.
  *
  * Invariants: getters wait only while the ring is empty, and putters only
  * while it is full. So a put with a getter waiting hands its item straight
@@ -89,7 +89,7 @@ static void ring_shift(lua_State *L, queue_t *q, int tidx) {
  * ring. Returns 1 when taken, 0 when the queue is full (nothing changed). */
 static int offer(lua_State *L, queue_t *q) {
   if (!ar__list_empty(&q->getters)) {
-    ar__task_t *w = ar__container_of(q->getters.next, ar__task_t, wait_link);
+    ar__task_t *w = ar__container_of(q->getters.next, ar__task_t, done.node);
     /* A yielded C function's frame keeps LUA_MINSTACK free slots, so this
      * does not allocate; if it ever had to and could not, raise here with
      * nothing changed. */

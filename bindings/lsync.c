@@ -1,5 +1,5 @@
 /* Semaphores, locks and events: a counter or a flag plus a FIFO of waiting
- * tasks linked through their wait_link. Nothing is allocated per wait.
+ * tasks linked through their done.node. Nothing is allocated per wait.
  *
  * A release hands its permit straight to the longest waiter instead of
  * bumping the counter, so a task arriving later cannot overtake a waiter

@@ -17,6 +17,7 @@
 
 #include "internal.h"
 
+#ifndef AR_NO_POOL
 #define CHUNK_SIZE ((size_t)2 << 20)
 #define CLASS(n) (((n) + 15) >> 4) /* 1..AR__POOL_CLASSES-1 */
 
@@ -32,7 +33,8 @@ static void *chunk_new(ar__pool_t *p) {
   char *end = start + CHUNK_SIZE;
   if (raw + len > end) munmap(end, (size_t)(raw + len - end));
 #ifdef MADV_HUGEPAGE
-  (void)madvise(start, CHUNK_SIZE, MADV_HUGEPAGE);
+  /* Not the first chunk: a small script should not pay a 2 MiB page. */
+  if (p->chunks != NULL) (void)madvise(start, CHUNK_SIZE, MADV_HUGEPAGE);
 #endif
   /* The first 16 bytes link the chunks for ar__pool_close. */
   *(void **)start = p->chunks;
@@ -61,6 +63,8 @@ static void small_free(ar__pool_t *p, void *b, size_t n) {
   *(void **)b = p->free[c];
   p->free[c] = b;
 }
+
+#endif
 
 void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize) {
 #ifdef AR_NO_POOL
@@ -99,10 +103,12 @@ void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize) {
 }
 
 void ar__pool_close(ar__pool_t *p) {
+#ifndef AR_NO_POOL
   while (p->chunks != NULL) {
     void *next = *(void **)p->chunks;
     munmap(p->chunks, CHUNK_SIZE);
     p->chunks = next;
   }
+#endif
   memset(p, 0, sizeof *p);
 }

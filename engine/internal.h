@@ -46,11 +46,11 @@ void ar__pool_close(ar__pool_t *p);
  * engine serves them all. */
 struct ar__timer_s {
   uint64_t due;  /* uv_hrtime() nanoseconds */
-  uint64_t seq;  /* ties broken in start order */
-  size_t slot;   /* index in the heap, or AR__TIMER_IDLE */
+  uint32_t seq;  /* ties broken in start order (compared modulo 2^32) */
+  uint32_t slot; /* index in the heap, or AR__TIMER_IDLE */
   void (*cb)(ar__timer_t *t);
 };
-#define AR__TIMER_IDLE ((size_t)-1)
+#define AR__TIMER_IDLE UINT32_MAX
 
 void ar__timer_init(ar__timer_t *t);
 /* Arms t to fire seconds from now (never earlier, as measured by
@@ -117,35 +117,36 @@ struct ar__task_s {
   int nres;               /* when done: values at co[1..nres]; on failure
                            * error, traceback and name */
   lua_Integer id;
-  ar__list_t live;        /* in E->tasks while alive */
+  ar__list_t live;        /* in E->tasks while alive; once ended, in
+                           * E->unretrieved while a failure is unseen */
   ar__list_t waiters;     /* ar__done_t hooks to run when it ends */
-  ar__list_t unretrieved; /* in E->unretrieved while a failure is unseen */
   /* The current suspension. */
   ar__cancel_fn cancel;
   void *wait_data;
   lua_KFunction k;        /* the primitive's continuation, or NULL */
-  ar__done_t done;        /* for awaiting one task */
+  /* Where it waits: done.node is linked in the waiters of the task it
+   * awaits, or in a primitive's FIFO of waiters (semaphore,
+   * queue, event...). A task waits in one place at a time, so one link
+   * serves both. */
+  ar__done_t done;
   ar__timer_t timer;      /* for sleep and deadlines */
-  ar__list_t wait_link;   /* in a primitive's FIFO of waiters (semaphore,
-                           * queue, event...); a task waits in one place at
-                           * a time, so one link is enough */
 };
 
-/* FIFO waiter lists built on wait_link. A primitive pushes the task, then
+/* FIFO waiter lists built on done.node. A primitive pushes the task, then
  * suspends with ar__waiters_cancel (or a cancel_fn that calls it), so a
  * cancelled waiter leaves the list and nothing else is left to undo. */
 static inline void ar__waiters_push(ar__list_t *l, ar__task_t *t) {
-  ar__list_insert_tail(l, &t->wait_link);
+  ar__list_insert_tail(l, &t->done.node);
 }
 /* Unlinks and returns the longest waiter, or NULL when there is none. */
 static inline ar__task_t *ar__waiters_shift(ar__list_t *l) {
   if (ar__list_empty(l)) return NULL;
-  ar__task_t *t = ar__container_of(l->next, ar__task_t, wait_link);
-  ar__list_remove(&t->wait_link);
+  ar__task_t *t = ar__container_of(l->next, ar__task_t, done.node);
+  ar__list_remove(&t->done.node);
   return t;
 }
 static inline void ar__waiters_cancel(ar__task_t *t) {
-  ar__list_remove(&t->wait_link);
+  ar__list_remove(&t->done.node);
 }
 
 /* Closes a dead or abandoned thread: resets its stack and runs its pending
@@ -344,6 +345,10 @@ struct ar_engine_s {
   int settle_round;  /* times leftovers were cancelled and got stuck */
   int blocking;      /* a blocking run waits for it (run_*, call) */
   int root_ref;      /* anchors the root's handle until the run is over */
+  /* The task metatables (see ar__task_test), for identity checks and
+   * setmetatable without a lookup by name. */
+  const void *task_mt, *task_failed_mt;
+  int task_mt_ref;
   ar_done_cb done_cb;
   void *done_data;
   ar__task_t *ended;  /* the root of the run just over, for its results */

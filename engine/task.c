@@ -43,8 +43,12 @@ ar__task_t *ar__task_check_current(lua_State *L, const char *what) {
  * finalizers make Lua's collector keep every such object one extra cycle
  * and call into C for each, which costs a task-heavy script dearly. */
 ar__task_t *ar__task_test(lua_State *L, int idx) {
-  void *p = luaL_testudata(L, idx, AR__TASK_MT);
-  return p != NULL ? p : luaL_testudata(L, idx, AR__TASK_FAILED_MT);
+  void *p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  ar_engine_t *E = ar__engine_of(L);
+  return mt == E->task_mt || mt == E->task_failed_mt ? p : NULL;
 }
 
 ar__task_t *ar__task_check(lua_State *L, int idx) {
@@ -62,11 +66,10 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   /* The links before anything can fail: a handle dropped half-made must
    * still be consistent for whatever meets it (a finalizer did once). */
   ar__list_init(&t->waiters);
-  ar__list_init(&t->unretrieved);
   ar__list_init(&t->done.node);
-  ar__list_init(&t->wait_link);
   ar__timer_init(&t->timer);
-  luaL_setmetatable(L, AR__TASK_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_mt_ref);
+  lua_setmetatable(L, -2);
   lua_State *co = lua_newthread(L);
   if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
   lua_setiuservalue(L, -2, 1);
@@ -228,7 +231,7 @@ static void finish(ar__task_t *t, int outcome, int nres) {
   ar__list_remove(&t->live);
   E->ntasks--;
   if (outcome == AR__OUT_ERROR && t != E->root)
-    ar__list_insert_tail(&E->unretrieved, &t->unretrieved);
+    ar__list_insert_tail(&E->unretrieved, &t->live);
   while (!ar__list_empty(&t->waiters)) {
     ar__done_t *d = ar__container_of(t->waiters.next, ar__done_t, node);
     ar__list_remove(&d->node);
@@ -327,7 +330,7 @@ void ar__task_run(ar__task_t *t) {
 
 static void retrieved(ar__task_t *t) {
   t->retrieved = 1;
-  ar__list_remove(&t->unretrieved);
+  if (t->state == AR__TASK_DONE) ar__list_remove(&t->live);
 }
 
 /* A task cancelled before it started has no error object: make one. */
@@ -401,7 +404,7 @@ void ar__task_report(lua_State *L, ar__task_t *t) {
 void ar__task_report_all(ar_engine_t *E) {
   while (!ar__list_empty(&E->unretrieved)) {
     ar__task_t *t =
-        ar__container_of(E->unretrieved.next, ar__task_t, unretrieved);
+        ar__container_of(E->unretrieved.next, ar__task_t, live);
     ar__task_report(E->L, t);
   }
 }
@@ -517,12 +520,13 @@ static int task_tostring(lua_State *L) {
  * at the end of the run, whichever comes first), as asyncio does. */
 static int task_gc(lua_State *L) {
   ar__task_t *t = lua_touserdata(L, 1);
-  if (!ar__list_empty(&t->unretrieved)) ar__task_report(L, t);
+  if (t->state == AR__TASK_DONE && !ar__list_empty(&t->live))
+    ar__task_report(L, t);
   return 0;
 }
 
-static void new_task_metatable(lua_State *L, const char *name, int methods,
-                               int with_gc) {
+static const void *new_task_metatable(lua_State *L, const char *name,
+                                      int methods, int with_gc) {
   luaL_newmetatable(L, name);
   lua_pushvalue(L, methods);
   lua_setfield(L, -2, "methods");
@@ -538,15 +542,21 @@ static void new_task_metatable(lua_State *L, const char *name, int methods,
     lua_pushcfunction(L, task_gc);
     lua_setfield(L, -2, "__gc");
   }
+  const void *mt = lua_topointer(L, -1);
   lua_pop(L, 1);
+  return mt;
 }
 
 void ar__task_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"await", task_await},     {"cancel", task_cancel}, {"done", task_done},
       {"cancelled", task_cancelled}, {"result", task_result}, {NULL, NULL}};
+  ar_engine_t *E = ar__engine_of(L);
   luaL_newlib(L, methods);
-  new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);
-  new_task_metatable(L, AR__TASK_FAILED_MT, lua_gettop(L), 1);
+  E->task_mt = new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);
+  E->task_failed_mt =
+      new_task_metatable(L, AR__TASK_FAILED_MT, lua_gettop(L), 1);
   lua_pop(L, 1);
+  luaL_getmetatable(L, AR__TASK_MT);
+  E->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

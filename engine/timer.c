@@ -6,12 +6,13 @@
 #include "internal.h"
 
 static int earlier(const ar__timer_t *a, const ar__timer_t *b) {
-  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+  return a->due < b->due ||
+         (a->due == b->due && (int32_t)(a->seq - b->seq) < 0);
 }
 
 static void heap_set(ar_engine_t *E, size_t i, ar__timer_t *t) {
   E->heap[i] = t;
-  t->slot = i;
+  t->slot = (uint32_t)i;
 }
 
 static void sift_up(ar_engine_t *E, size_t i) {
@@ -110,9 +111,9 @@ int ar__timer_start(ar_engine_t *E, ar__timer_t *t, double seconds,
   if (seconds > 0) ns = seconds >= 9.2e9 ? (uint64_t)INT64_MAX
                                          : (uint64_t)ceil(seconds * 1e9);
   t->due = uv_hrtime() + ns;
-  t->seq = E->timer_seq++;
+  t->seq = (uint32_t)E->timer_seq++;
   t->cb = cb;
-  t->slot = E->heap_len++;
+  t->slot = (uint32_t)E->heap_len++;
   E->heap[t->slot] = t;
   sift_up(E, t->slot);
   if (t->slot == 0) rearm(E);

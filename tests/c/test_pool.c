@@ -22,8 +22,13 @@ static void test_semantics(void) {
   unsigned char *a = ar__pool_realloc(&p, NULL, LUA_TTHREAD, 100);
   CHECK(a != NULL);
   fill(a, 100, 1);
-  /* Same class: the block stays. */
-  CHECK(ar__pool_realloc(&p, a, 100, 110) == a);
+  /* Same class: the block stays (plain realloc may move it). */
+  unsigned char *a2 = ar__pool_realloc(&p, a, 100, 110);
+#ifndef AR_NO_POOL
+  CHECK(a2 == a);
+#endif
+  a = a2;
+  CHECK(same(a, 100, 1));
   /* Growing within the pool, then past it into malloc, then back. */
   unsigned char *b = ar__pool_realloc(&p, a, 110, 500);
   CHECK(b != NULL && same(b, 100, 1));
