@@ -46,7 +46,7 @@ typedef struct {
   ar__http_req_t req;
   ar__task_t *task;
   char *url;      /* malloc'd, the full URL sent */
-  char *host_key; /* malloc'd */
+  char *host_key; /* in url's block (see ar__http_url) */
   char method[24];
 } request_t;
 
@@ -201,12 +201,13 @@ static void collect_headers(lua_State *L, int hdrs, int lines) {
   }
 }
 
-/* A header list for curl from lines (lower name -> "Name: value"), plus
- * "Expect:", which keeps curl from waiting for a 100 Continue before large
- * bodies (many servers never send one), and for requests with a body and
- * no Content-Type, "Content-Type:", which stops curl from labelling any
- * body as a form. Raises on memory errors; nothing is leaked then, as
- * the list is freed on the way out. */
+/* A header list for curl from lines (lower name -> "Name: value"), plus,
+ * for requests with a body, "Expect:", which keeps curl from waiting for a
+ * 100 Continue before large bodies (many servers never send one), and when
+ * they have no Content-Type, "Content-Type:", which stops curl from
+ * labelling any body as a form. (Without a body curl sends neither, and
+ * every line costs it a little on each request.) Raises on memory errors;
+ * nothing is leaked then, as the list is freed on the way out. */
 static struct curl_slist *build_headers(lua_State *L, int lines, int body) {
   struct curl_slist *list = NULL, *l;
   lua_pushnil(L);
@@ -215,8 +216,10 @@ static struct curl_slist *build_headers(lua_State *L, int lines, int body) {
     list = l;
     lua_pop(L, 1);
   }
-  if ((l = ar__http_slist_append(list, "Expect:")) == NULL) goto nomem;
-  list = l;
+  if (body) {
+    if ((l = ar__http_slist_append(list, "Expect:")) == NULL) goto nomem;
+    list = l;
+  }
   if (body && lua_getfield(L, lines, "content-type") == LUA_TNIL) {
     if ((l = ar__http_slist_append(list, "Content-Type:")) == NULL) goto nomem;
     list = l;
@@ -275,7 +278,6 @@ static session_t *session_new(lua_State *L, int opts) {
     if (ar__http_url(NULL, base, NULL, &full, &key, &err) != 0)
       luaL_error(L, "bad option 'base_url' (%s)", err);
     free(full);
-    free(key);
   }
   lua_setiuservalue(L, sidx, 1);
   const char *proxy = opt_string(L, opts, "proxy");
@@ -286,6 +288,12 @@ static session_t *session_new(lua_State *L, int opts) {
   lua_setiuservalue(L, sidx, 3);
   lua_newtable(L);
   int lines = lua_gettop(L);
+  /* curl's own User-Agent and Accept-Encoding as lines, which headers of
+   * the session or a request replace: see ar__http_user_agent. */
+  lua_pushfstring(L, "User-Agent: %s", ar__http_user_agent());
+  lua_setfield(L, lines, "user-agent");
+  lua_pushfstring(L, "Accept-Encoding: %s", ar__http_accept_encoding());
+  lua_setfield(L, lines, "accept-encoding");
   if (opts != 0 && lua_getfield(L, opts, "headers") != LUA_TNIL) {
     luaL_checktype(L, -1, LUA_TTABLE);
     collect_headers(L, lua_gettop(L), lines);
@@ -412,7 +420,6 @@ static int request_gc(lua_State *L) {
   ar__http_abort(&r->req);
   ar__http_req_release(&r->req);
   free(r->url);
-  free(r->host_key);
   r->url = r->host_key = NULL;
   return 0;
 }
@@ -708,8 +715,13 @@ static int session_tostring(lua_State *L) {
   return 1;
 }
 
-/* s.active, s.waiting: how many requests run and wait under its limits. */
+/* __index: the methods (upvalue 1) first, as s:get(url) is the common
+ * case; then s.active and s.waiting, how many requests run and wait under
+ * the session's limits. */
 static int session_index(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   session_t *S = check_session(L, 1);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "active") == 0) {
@@ -720,10 +732,7 @@ static int session_index(lua_State *L) {
     lua_pushinteger(L, S->limit.queued);
     return 1;
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
+  lua_pushnil(L);
   return 1;
 }
 
@@ -817,8 +826,7 @@ int luaopen_async_http(lua_State *L) {
   luaL_newmetatable(L, SESSION_MT);
   lua_newtable(L);
   set_funcs(L, session_methods, enc);
-  lua_setfield(L, -2, "methods");
-  lua_pushcfunction(L, session_index);
+  lua_pushcclosure(L, session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_gc);
   lua_setfield(L, -2, "__gc");

@@ -17,6 +17,7 @@ typedef struct ar__http_s ar__http_t;
 typedef struct ar__http_limit_s ar__http_limit_t;
 typedef struct ar__http_req_s ar__http_req_t;
 typedef struct ar__http_host_s ar__http_host_t;
+typedef struct ar__http_easy_s ar__http_easy_t; /* a pooled CURL handle */
 
 /* Loads libcurl and runs curl_global_init, once per process (uv_once).
  * Returns NULL on success, else a message saying why HTTP is unavailable
@@ -62,7 +63,7 @@ struct ar__http_req_s {
   ar__http_limit_t *limit;
   ar__http_host_t *host;
   ar__list_t node; /* in its host's queue, or H->active */
-  CURL *easy;
+  ar__http_easy_t *easy;
   uint8_t state; /* ar__req_state_t */
   uint8_t too_large;
   uint8_t verify_tls;
@@ -74,7 +75,8 @@ struct ar__http_req_s {
   const char *method; /* upper case; "GET", "POST", "HEAD", ... */
   const char *body;   /* NULL: no body */
   size_t body_len;
-  struct curl_slist *headers;
+  struct curl_slist *headers; /* with User-Agent and Accept-Encoding lines
+                               * when possible: see ar__http_user_agent */
   const char *proxy;      /* NULL: none (environment variables are ignored) */
   double timeout;         /* total seconds, 0: none */
   double connect_timeout; /* 0: curl's default */
@@ -88,13 +90,13 @@ struct ar__http_req_s {
   int result; /* CURLcode; CURLE_OK with a status for a response */
   long status;
   long http_version; /* CURL_HTTP_VERSION_* */
-  char *final_url;   /* malloc'd */
+  char *final_url;   /* malloc'd; NULL when it is url (no redirect) */
   char *body_buf;    /* malloc'd, len bytes */
   size_t body_size, body_cap;
   char *hdr_buf; /* the last response's header block, malloc'd */
   size_t hdr_size, hdr_cap;
   uint64_t start_ns, done_ns;
-  char errbuf[CURL_ERROR_SIZE];
+  char *errmsg; /* malloc'd; NULL: curl's words for result */
 
   /* Called once when the request completes or fails on its own (never
    * after ar__http_abort, never from inside ar__http_submit). */
@@ -129,8 +131,8 @@ const char *ar__http_error_message(const ar__http_req_t *req);
 /* Resolves url against base (may be NULL), appends query (already
  * encoded "k=v&k2=v2", may be NULL) and checks the scheme is http or
  * https. On success returns 0 with *out the full URL and *host_key
- * "scheme://host:port", both malloc'd. On failure returns -1 and *err
- * says why (static storage). */
+ * "scheme://host:port", in one malloc'd block: free(*out) frees both. On
+ * failure returns -1 and *err says why (static storage). */
 int ar__http_url(const char *base, const char *url, const char *query,
                  char **out, char **host_key, const char **err);
 
@@ -141,7 +143,7 @@ void ar__http_slist_free(struct curl_slist *l);
 /* Counters for tests and stats. */
 typedef struct {
   int active;   /* transfers in the multi */
-  int sockets;  /* uv_poll_t open (not yet closed) */
+  int sockets;  /* sockets curl watches (idle connections are not) */
   int pooled;   /* idle easy handles kept for reuse */
   int handles;  /* uv handles of this module not through their close cb */
 } ar__http_stats_t;
@@ -149,5 +151,13 @@ void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st);
 
 /* "libcurl/7.88.1" */
 const char *ar__http_curl_version(void);
+
+/* The User-Agent ("asyncrun/0.1.0 libcurl/7.88.1") and Accept-Encoding
+ * ("deflate, gzip, br, zstd") values curl would send. A request whose
+ * header list has lines for them spares curl formatting its own for every
+ * request (through its printf, a byte at a time); a list without them gets
+ * curl's. Valid after ar__http_load. */
+const char *ar__http_user_agent(void);
+const char *ar__http_accept_encoding(void);
 
 #endif

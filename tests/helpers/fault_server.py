@@ -10,6 +10,8 @@ seconds (first argument, default 300).
   /midbody      promises 100000 bytes, sends 1000, closes the connection
   /badjson      200 with a body that is not valid JSON
   /json         200 with {"ok": true}
+  /brief        the same, then closes the connection if no other request
+                comes on it within 0.1 s (a short keep-alive timeout)
   /stats        {"open": connections open now, "total": accepted so far}
 """
 import asyncio
@@ -48,9 +50,13 @@ async def read_request(reader):
 async def handle(reader, writer):
     STATE["open"] += 1
     STATE["total"] += 1
+    idle = None  # seconds this connection may stay idle, None: forever
     try:
         while True:
-            path = await read_request(reader)
+            try:
+                path = await asyncio.wait_for(read_request(reader), idle)
+            except asyncio.TimeoutError:
+                break
             if path is None:
                 break
             if path.startswith("/hang"):
@@ -65,6 +71,9 @@ async def handle(reader, writer):
                 writer.write(response("200 OK", b'{"a": 1, "b": [1, 2,, 3]}'))
             elif path.startswith("/json"):
                 writer.write(response("200 OK", b'{"ok": true}'))
+            elif path.startswith("/brief"):
+                writer.write(response("200 OK", b'{"ok": true}'))
+                idle = 0.1
             elif path.startswith("/stats"):
                 # This connection is not counted as open.
                 body = json.dumps({"open": STATE["open"] - 1, "total": STATE["total"]})

@@ -31,6 +31,16 @@ check.test("GET /get: status, headers, body, url, version, elapsed", function()
   check.matches(j.headers["Accept-Encoding"], "gzip")
 end)
 
+check.test("response headers: listed by pairs, repeated ones joined", function()
+  local r = http.get(url("/response-headers?X-Twice=a&X-Twice=b"))
+  local fields = {}
+  for k, v in pairs(r) do fields[k] = v end
+  for _, k in ipairs({ "status", "headers", "body", "url", "elapsed", "http_version" }) do
+    check.truthy(fields[k] ~= nil, k)
+  end
+  check.eq(r.headers["x-twice"], "a, b", "repeated headers joined")
+end)
+
 check.test("query tables are encoded and appended", function()
   local r = http.get(url("/get?z=0"), { query = { b = "x y&z", a = { 1, 2 }, c = true } })
   local args = r:json().args
@@ -113,6 +123,26 @@ check.test("other methods", function()
   check.eq(h.status, 200); check.eq(h.body, "")
   check.eq(http.post(url("/post")):json().data, "", "POST without a body")
   check.raises(nil, http.request, { method = "GET /x", url = url("/get") })
+end)
+
+check.test("a reused transfer handle carries nothing over", function()
+  -- One request at a time, so each takes the handle the previous one left.
+  local s = http.session()
+  local h = s:request({ method = "HEAD", url = url("/get") })
+  check.eq(h.status, 200); check.eq(h.body, "", "HEAD has no body")
+  local j = s:get(url("/anything")):json()
+  check.eq(j.method, "GET", "then GET"); check.truthy(#s:get(url("/get")).body > 0, "with a body")
+  check.eq(s:post(url("/anything"), { body = "x" }):json().method, "POST")
+  j = s:get(url("/anything")):json()
+  check.eq(j.method, "GET", "GET after POST"); check.eq(j.data, "", "sends no body")
+  check.eq(s:get(url("/anything"), { headers = { ["X-Once"] = "1" } }):json().headers["X-Once"], "1")
+  check.eq(s:get(url("/anything")):json().headers["X-Once"], nil, "request headers do not stay")
+  check.eq(s:get(url("/redirect/1"), { max_redirects = 0 }).status, 302)
+  check.eq(s:get(url("/redirect/1")).status, 200, "redirects followed again")
+  check.raises("timeout", s.get, s, url("/delay/2"), { timeout = 0.2 })
+  check.eq(s:get(url("/delay/1")).status, 200, "no timeout left over")
+  check.raises("too_large", s.get, s, url("/bytes/2000"), { max_body = 1000 })
+  check.eq(#s:get(url("/bytes/2000")).body, 2000, "no max_body left over")
 end)
 
 check.test("gzip bodies are decoded", function()
