@@ -3,11 +3,10 @@
  * Lua tells its allocator the old size of every block it frees or resizes,
  * so small blocks need no header: each size class (multiples of 16 bytes up
  * to AR__POOL_MAX) keeps a free list threaded through its free blocks and is
- * refilled from 2 MiB chunks, which the kernel may back with huge pages.
- * Compared with malloc this saves the per-block header (about 16 bytes on
- * each of the five or so blocks a task needs), most page faults when tens of
- * thousands of tasks are spawned at once, and the cost of a general
- * allocator on Lua's hottest path. Larger blocks go to malloc.
+ * refilled from 2 MiB chunks. Compared with malloc this saves the per-block
+ * header (8 to 16 bytes on each of the five or so blocks a task needs) and
+ * the cost of a general allocator on Lua's hottest path. Larger blocks go
+ * to malloc.
  *
  * Memory stays in the pool for reuse until the engine is freed. The pool is
  * per engine, so engines on different threads share nothing. Sanitizer
@@ -22,8 +21,8 @@
 #define CLASS(n) (((n) + 15) >> 4) /* 1..AR__POOL_CLASSES-1 */
 
 static void *chunk_new(ar__pool_t *p) {
-  /* Map twice the size and trim to an aligned 2 MiB, so the whole chunk can
-   * be one huge page. */
+  /* Map twice the size and trim to an aligned 2 MiB chunk, so that the
+   * kernel may back it with huge pages where it does so unasked. */
   size_t len = 2 * CHUNK_SIZE;
   char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                    -1, 0);
@@ -32,10 +31,10 @@ static void *chunk_new(ar__pool_t *p) {
   if (start > raw) munmap(raw, (size_t)(start - raw));
   char *end = start + CHUNK_SIZE;
   if (raw + len > end) munmap(end, (size_t)(raw + len - end));
-#ifdef MADV_HUGEPAGE
-  /* Not the first chunk: a small script should not pay a 2 MiB page. */
-  if (p->chunks != NULL) (void)madvise(start, CHUNK_SIZE, MADV_HUGEPAGE);
-#endif
+  /* No MADV_HUGEPAGE: with the kernel's default "defrag=madvise" a fault
+   * in such a chunk compacts memory synchronously when no huge page is
+   * free, which made spawning 100,000 tasks 2-3x slower whenever another
+   * program had run just before (bench/run alternates programs). */
   /* The first 16 bytes link the chunks for ar__pool_close. */
   *(void **)start = p->chunks;
   p->chunks = start;
