@@ -43,8 +43,10 @@ static int l_spawn(lua_State *L) {
 
 static int l_current(lua_State *L) {
   ar__task_t *t = ar__task_current(L);
-  if (t == NULL) lua_pushnil(L);
-  else lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  if (t == NULL)
+    lua_pushnil(L);
+  else
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
   return 1;
 }
 
@@ -91,7 +93,9 @@ static void gather_done_cb(ar__done_t *d, ar__task_t *finished) {
 }
 
 /* Cancelling the gather cancels what it gathers, as asyncio does. */
-static void gather_cancel(ar__task_t *self) { gather_detach(self->wait_data, 1); }
+static void gather_cancel(ar__task_t *self) {
+  gather_detach(self->wait_data, 1);
+}
 
 /* Stack: list, opts, results (task handles until replaced). */
 static int gather_fill(lua_State *L, int n, int return_exceptions) {
@@ -142,8 +146,9 @@ static int l_gather(lua_State *L) {
     if (ty == LUA_TFUNCTION) {
       t = ar__task_spawn(L, 0);
     } else if ((t = ar__task_test(L, -1)) == NULL) {
-      return luaL_error(L, "bad argument #1 to 'gather' (entry %d is a %s, "
-                           "expected a task or a function)",
+      return luaL_error(L,
+                        "bad argument #1 to 'gather' (entry %d is a %s, "
+                        "expected a task or a function)",
                         i, luaL_typename(L, -1));
     }
     if (t->state != AR__TASK_DONE) pending++;
@@ -151,7 +156,8 @@ static int l_gather(lua_State *L) {
   }
   if (pending == 0) return gather_fill(L, n, return_exceptions);
   ar__task_t *self = ar__task_check_current(L, "async.gather");
-  gather_t *g = lua_newuserdatauv(L, sizeof *g + (size_t)n * sizeof g->slots[0], 0);
+  gather_t *g =
+      lua_newuserdatauv(L, sizeof *g + (size_t)n * sizeof g->slots[0], 0);
   g->self = self;
   g->n = n;
   g->remaining = pending;
@@ -249,7 +255,8 @@ static int l_timestamp(lua_State *L) {
   localtime_r(&secs, &tm);
   size_t len = strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
   lua_pushfstring(L, "%s.%d%d%d", buf, (int)(tv.tv_usec / 100000),
-                  (int)(tv.tv_usec / 10000 % 10), (int)(tv.tv_usec / 1000 % 10));
+                  (int)(tv.tv_usec / 10000 % 10),
+                  (int)(tv.tv_usec / 1000 % 10));
   (void)len;
   return 1;
 }
@@ -272,10 +279,11 @@ static int l_stats(lua_State *L) {
 
 int luaopen_async(lua_State *L) {
   static const luaL_Reg funcs[] = {
-      {"sleep", l_sleep},       {"spawn", l_spawn},         {"gather", l_gather},
-      {"wait_for", l_wait_for}, {"now", l_now},             {"timestamp", l_timestamp},
-      {"current", l_current},   {"error", ar__error_new_lua}, {"stats", l_stats},
-      {NULL, NULL}};
+      {"sleep", l_sleep},     {"spawn", l_spawn},
+      {"gather", l_gather},   {"wait_for", l_wait_for},
+      {"now", l_now},         {"timestamp", l_timestamp},
+      {"current", l_current}, {"error", ar__error_new_lua},
+      {"stats", l_stats},     {NULL, NULL}};
   luaL_newlib(L, funcs);
   lua_pushliteral(L, AR_VERSION_STRING);
   lua_setfield(L, -2, "version");

@@ -44,11 +44,11 @@ struct group_s {
   lua_Integer nlive;
   lua_Integer next_slot;
   uint8_t phase;
-  uint8_t failing;          /* something failed: the rest is cancelled */
-  uint8_t cancelled;        /* the owner was cancelled from outside */
-  uint8_t waiting;          /* the owner is suspended in group_wait_c */
-  uint8_t cancelled_owner;  /* we cancelled the owner's body */
-  uint8_t aborting;         /* the children have been cancelled */
+  uint8_t failing;         /* something failed: the rest is cancelled */
+  uint8_t cancelled;       /* the owner was cancelled from outside */
+  uint8_t waiting;         /* the owner is suspended in group_wait_c */
+  uint8_t cancelled_owner; /* we cancelled the owner's body */
+  uint8_t aborting;        /* the children have been cancelled */
 };
 
 /* User values of a group: 1 children {slot = record}, 2 errors list. */
@@ -62,7 +62,8 @@ static void cancel_children(group_t *g) {
   if (g->aborting) return;
   g->aborting = 1;
   for (n = g->live.next; n != &g->live; n = next) {
-    next = n->next; /* cancelling never ends a task synchronously, but be safe */
+    next =
+        n->next; /* cancelling never ends a task synchronously, but be safe */
     ar__task_cancel(ar__container_of(n, child_t, link)->task);
   }
 }
@@ -120,9 +121,7 @@ static void reap(lua_State *L, group_t *g, int gidx) {
   lua_pop(L, 1);
 }
 
-static group_t *check_group(lua_State *L) {
-  return ar__check_self(L, 1);
-}
+static group_t *check_group(lua_State *L) { return ar__check_self(L, 1); }
 
 /* g:spawn(fn, ...) -> the child task. Any task may spawn into a group
  * while it is open; a group that is failing or cancelled cancels the new

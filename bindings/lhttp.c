@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "http.h"
 #include "modules.h"
 
@@ -88,14 +87,16 @@ static ar__http_t *multi_get(lua_State *L) {
 /* ---- options ------------------------------------------------------------ */
 
 /* opts[name] as seconds > 0, or def when absent. */
-static double opt_seconds(lua_State *L, int opts, const char *name, double def) {
+static double opt_seconds(lua_State *L, int opts, const char *name,
+                          double def) {
   if (opts == 0) return def;
   double v = def;
   if (lua_getfield(L, opts, name) != LUA_TNIL) {
     int isnum;
     v = (double)lua_tonumberx(L, -1, &isnum);
     if (!isnum || !(v > 0))
-      luaL_error(L, "bad option '%s' (a number of seconds > 0 expected, got %s)",
+      luaL_error(L,
+                 "bad option '%s' (a number of seconds > 0 expected, got %s)",
                  name, isnum ? lua_tostring(L, -1) : luaL_typename(L, -1));
   }
   lua_pop(L, 1);
@@ -111,7 +112,8 @@ static lua_Integer opt_count(lua_State *L, int opts, const char *name,
     v = lua_tointegerx(L, -1, &isint);
     if (!isint || v < 0)
       luaL_error(L, "bad option '%s' (an integer >= 0 expected, got %s)", name,
-                 lua_isnumber(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
+                 lua_isnumber(L, -1) ? lua_tostring(L, -1)
+                                     : luaL_typename(L, -1));
   }
   lua_pop(L, 1);
   return v;
@@ -150,7 +152,8 @@ static int check_opts(lua_State *L, int idx) {
   return lua_absindex(L, idx);
 }
 
-/* ---- headers -------------------------------------------------------------- */
+/* ---- headers --------------------------------------------------------------
+ */
 
 /* A header line "Name: value" checked for what would break the request:
  * an empty or non-token name, or a line break in either part. false as
@@ -158,14 +161,17 @@ static int check_opts(lua_State *L, int idx) {
 static void push_header_line(lua_State *L, int key, int val) {
   size_t nlen, vlen = 0;
   if (lua_type(L, key) != LUA_TSTRING)
-    luaL_error(L, "bad header name (string expected, got %s)", luaL_typename(L, key));
+    luaL_error(L, "bad header name (string expected, got %s)",
+               luaL_typename(L, key));
   const char *name = lua_tolstring(L, key, &nlen);
   const char *value = "";
   if (lua_type(L, val) == LUA_TSTRING || lua_type(L, val) == LUA_TNUMBER)
     value = lua_tolstring(L, val, &vlen);
   else if (!(lua_type(L, val) == LUA_TBOOLEAN && !lua_toboolean(L, val)))
-    luaL_error(L, "bad value for header '%s' (string, number or false expected, got %s)",
-               name, luaL_typename(L, val));
+    luaL_error(
+        L,
+        "bad value for header '%s' (string, number or false expected, got %s)",
+        name, luaL_typename(L, val));
   if (nlen == 0) luaL_error(L, "bad header name (empty)");
   for (size_t i = 0; i < nlen; i++) {
     unsigned char c = (unsigned char)name[i];
@@ -184,7 +190,8 @@ static void push_lower(lua_State *L, int idx) {
   const char *s = lua_tolstring(L, idx, &len);
   luaL_Buffer b;
   char *p = luaL_buffinitsize(L, &b, len);
-  for (size_t i = 0; i < len; i++) p[i] = (char)tolower((unsigned char)s[i]);
+  for (size_t i = 0; i < len; i++)
+    p[i] = (char)tolower((unsigned char)s[i]);
   luaL_pushresultsize(&b, len);
 }
 
@@ -212,7 +219,8 @@ static struct curl_slist *build_headers(lua_State *L, int lines, int body) {
   struct curl_slist *list = NULL, *l;
   lua_pushnil(L);
   while (lua_next(L, lines)) {
-    if ((l = ar__http_slist_append(list, lua_tostring(L, -1))) == NULL) goto nomem;
+    if ((l = ar__http_slist_append(list, lua_tostring(L, -1))) == NULL)
+      goto nomem;
     list = l;
     lua_pop(L, 1);
   }
@@ -232,7 +240,8 @@ nomem:
   return NULL;
 }
 
-/* ---- sessions --------------------------------------------------------------- */
+/* ---- sessions ---------------------------------------------------------------
+ */
 
 static session_t *check_session(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, SESSION_MT);
@@ -260,14 +269,17 @@ static session_t *session_new(lua_State *L, int opts) {
   int sidx = lua_gettop(L);
   memset(S, 0, sizeof *S);
   luaL_setmetatable(L, SESSION_MT);
-  lua_Integer maxc = opt_count(L, opts, "max_connections", DEFAULT_MAX_CONNECTIONS);
+  lua_Integer maxc =
+      opt_count(L, opts, "max_connections", DEFAULT_MAX_CONNECTIONS);
   lua_Integer maxh = opt_count(L, opts, "max_per_host", 0);
-  if (maxc < 1) luaL_error(L, "bad option 'max_connections' (must be at least 1)");
+  if (maxc < 1)
+    luaL_error(L, "bad option 'max_connections' (must be at least 1)");
   if (maxc > INT32_MAX) maxc = INT32_MAX;
   if (maxh > INT32_MAX) maxh = INT32_MAX;
   S->timeout = opt_seconds(L, opts, "timeout", 0);
   S->connect_timeout = opt_seconds(L, opts, "connect_timeout", 0);
-  S->max_redirects = (long)opt_count(L, opts, "max_redirects", DEFAULT_MAX_REDIRECTS);
+  S->max_redirects =
+      (long)opt_count(L, opts, "max_redirects", DEFAULT_MAX_REDIRECTS);
   lua_Integer mb = opt_count(L, opts, "max_body", DEFAULT_MAX_BODY);
   S->max_body = (uint64_t)mb > SIZE_MAX ? SIZE_MAX : (size_t)mb;
   S->verify_tls = opt_bool(L, opts, "verify_tls", 1);
@@ -323,7 +335,8 @@ static int l_session(lua_State *L) {
   return 1;
 }
 
-/* ---- query strings --------------------------------------------------------- */
+/* ---- query strings ---------------------------------------------------------
+ */
 
 static void add_encoded(luaL_Buffer *b, const char *s, size_t len) {
   static const char hex[] = "0123456789ABCDEF";
@@ -347,7 +360,9 @@ static void add_value(lua_State *L, int list, const char *key, int idx) {
   else if (ty == LUA_TSTRING || ty == LUA_TNUMBER)
     lua_pushstring(L, lua_tostring(L, idx));
   else
-    luaL_error(L, "bad query value for '%s' (string, number, boolean or list expected, got %s)",
+    luaL_error(L,
+               "bad query value for '%s' (string, number, boolean or list "
+               "expected, got %s)",
                key, luaL_typename(L, idx));
   lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
 }
@@ -362,7 +377,8 @@ static void push_query(lua_State *L, int idx) {
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
     if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_error(L, "bad query key (string expected, got %s)", luaL_typename(L, -1));
+      luaL_error(L, "bad query key (string expected, got %s)",
+                 luaL_typename(L, -1));
     lua_pushvalue(L, -1);
     lua_rawseti(L, keys, ++n);
   }
@@ -413,7 +429,8 @@ static void push_query(lua_State *L, int idx) {
   lua_settop(L, keys);
 }
 
-/* ---- requests -------------------------------------------------------------- */
+/* ---- requests --------------------------------------------------------------
+ */
 
 static int request_gc(lua_State *L) {
   request_t *r = lua_touserdata(L, 1);
@@ -462,18 +479,23 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
     if (colon != NULL && colon > p && !is_space(*p) &&
         !(eol - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
       const char *v = colon + 1, *ve = eol;
-      while (v < ve && is_space(*v)) v++;
-      while (ve > v && is_space(ve[-1])) ve--;
+      while (v < ve && is_space(*v))
+        v++;
+      while (ve > v && is_space(ve[-1]))
+        ve--;
       const char *ne = colon;
-      while (ne > p && is_space(ne[-1])) ne--;
+      while (ne > p && is_space(ne[-1]))
+        ne--;
       size_t nlen = (size_t)(ne - p);
       if (nlen <= sizeof lower) {
-        for (size_t i = 0; i < nlen; i++) lower[i] = (char)tolower((unsigned char)p[i]);
+        for (size_t i = 0; i < nlen; i++)
+          lower[i] = (char)tolower((unsigned char)p[i]);
         lua_pushlstring(L, lower, nlen);
       } else {
         luaL_Buffer b;
         char *lc = luaL_buffinitsize(L, &b, nlen);
-        for (size_t i = 0; i < nlen; i++) lc[i] = (char)tolower((unsigned char)p[i]);
+        for (size_t i = 0; i < nlen; i++)
+          lc[i] = (char)tolower((unsigned char)p[i]);
         luaL_pushresultsize(&b, nlen);
       }
       lua_pushvalue(L, -1);
@@ -515,7 +537,8 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   lua_setfield(L, -2, "status");
   push_headers(L, req->hdr_buf, req->hdr_size);
   lua_setfield(L, -2, "headers");
-  lua_pushlstring(L, req->body_buf != NULL ? req->body_buf : "", req->body_size);
+  lua_pushlstring(L, req->body_buf != NULL ? req->body_buf : "",
+                  req->body_size);
   lua_setfield(L, -2, "body");
   lua_pushstring(L, req->final_url != NULL ? req->final_url : r->url);
   lua_setfield(L, -2, "url");
@@ -602,7 +625,8 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
       has_json = 1;
     } else {
       lua_pop(L, 1);
-      if (lua_getfield(L, opts, "body") != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
+      if (lua_getfield(L, opts, "body") != LUA_TNIL &&
+          lua_type(L, -1) != LUA_TSTRING)
         return luaL_error(L, "bad option 'body' (string expected, got %s)",
                           luaL_typename(L, -1));
     }
@@ -645,8 +669,10 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
   req->proxy = lua_tostring(L, -1);
   lua_pop(L, 1);
   req->timeout = opt_seconds(L, opts, "timeout", S->timeout);
-  req->connect_timeout = opt_seconds(L, opts, "connect_timeout", S->connect_timeout);
-  req->max_redirects = (long)opt_count(L, opts, "max_redirects", S->max_redirects);
+  req->connect_timeout =
+      opt_seconds(L, opts, "connect_timeout", S->connect_timeout);
+  req->max_redirects =
+      (long)opt_count(L, opts, "max_redirects", S->max_redirects);
   lua_Integer mb = opt_count(L, opts, "max_body", (lua_Integer)S->max_body);
   req->max_body = (uint64_t)mb > SIZE_MAX ? SIZE_MAX : (size_t)mb;
   req->verify_tls = (uint8_t)opt_bool(L, opts, "verify_tls", S->verify_tls);
@@ -736,7 +762,8 @@ static int session_index(lua_State *L) {
   return 1;
 }
 
-/* ---- responses ---------------------------------------------------------------- */
+/* ---- responses
+ * ---------------------------------------------------------------- */
 
 static int resp_ok(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -771,7 +798,8 @@ static int resp_json(lua_State *L) {
   return lua_error(L);
 }
 
-/* ---- stats and the module -------------------------------------------------------- */
+/* ---- stats and the module
+ * -------------------------------------------------------- */
 
 /* http.stats() -> {active, sockets, pooled, handles}: what the tests use
  * to show nothing is left behind. */

@@ -101,7 +101,8 @@ static int acquire(lua_State *L, limiter_t *rl, int idx, lua_KFunction k,
                    lua_KContext ctx) {
   reserve(L, rl, idx);
   uint64_t now = uv_hrtime();
-  if (ar__list_empty(&rl->waiters) && try_record(rl, now)) return k(L, LUA_OK, ctx);
+  if (ar__list_empty(&rl->waiters) && try_record(rl, now))
+    return k(L, LUA_OK, ctx);
   ar__task_t *t = ar__task_check_current(L, "acquire");
   if (!ar__timer_active(&rl->timer) && arm(rl, now) != 0)
     return luaL_error(L, "not enough memory");
@@ -142,8 +143,8 @@ static int wrapped_acquired_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int wrapped(lua_State *L) {
-  return acquire(L, lua_touserdata(L, lua_upvalueindex(1)),
-                 lua_upvalueindex(1), wrapped_acquired_k, 0);
+  return acquire(L, lua_touserdata(L, lua_upvalueindex(1)), lua_upvalueindex(1),
+                 wrapped_acquired_k, 0);
 }
 
 /* rl:wrap(fn) -> a function that acquires, then returns fn(...). */

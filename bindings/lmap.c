@@ -193,7 +193,8 @@ static int l_map(lua_State *L) {
   }
   ar__task_t *self = ar__task_check_current(L, "async.map");
   int nworkers = (int)(conc < n ? conc : n);
-  map_t *m = lua_newuserdatauv(L, sizeof *m + (size_t)nworkers * sizeof(worker_t), 4);
+  map_t *m =
+      lua_newuserdatauv(L, sizeof *m + (size_t)nworkers * sizeof(worker_t), 4);
   m->caller = self;
   m->n = n;
   m->next = m->failed = 0;

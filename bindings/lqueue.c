@@ -36,9 +36,7 @@ typedef struct {
   int closed;
 } queue_t;
 
-static queue_t *check_queue(lua_State *L) {
-  return ar__check_self(L, 1);
-}
+static queue_t *check_queue(lua_State *L) { return ar__check_self(L, 1); }
 
 static int raise_closed(lua_State *L) {
   return ar__error_raise(L, "closed", "queue is closed");
@@ -223,7 +221,8 @@ static int q_task_done(lua_State *L) {
                            "task_done() called more times than items were put");
   if (--q->unfinished == 0) {
     ar__task_t *w;
-    while ((w = ar__waiters_shift(&q->joiners)) != NULL) ar__task_wake(w, 0, 1);
+    while ((w = ar__waiters_shift(&q->joiners)) != NULL)
+      ar__task_wake(w, 0, 1);
   }
   return 0;
 }
@@ -282,7 +281,8 @@ static int l_queue(lua_State *L) {
       return luaL_argerror(L, 1, "maxsize must be an integer >= 0");
     }
     maxsize = lua_tointeger(L, 1);
-    if (maxsize < 0) return luaL_argerror(L, 1, "maxsize must be an integer >= 0");
+    if (maxsize < 0)
+      return luaL_argerror(L, 1, "maxsize must be an integer >= 0");
   }
   lua_Integer cap = Q_INITIAL_CAP;
   if (maxsize > 0 && maxsize < cap) cap = maxsize;
@@ -301,14 +301,19 @@ static int l_queue(lua_State *L) {
 }
 
 void ar__queue_open(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"put", q_put},         {"get", q_get},
-      {"put_nowait", q_put_nowait}, {"get_nowait", q_get_nowait},
-      {"task_done", q_task_done}, {"join", q_join},
-      {"size", q_size},       {"empty", q_empty},
-      {"full", q_full},       {"close", q_close},
-      {"is_closed", q_is_closed}, {"maxsize", q_maxsize},
-      {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"put", q_put},
+                                     {"get", q_get},
+                                     {"put_nowait", q_put_nowait},
+                                     {"get_nowait", q_get_nowait},
+                                     {"task_done", q_task_done},
+                                     {"join", q_join},
+                                     {"size", q_size},
+                                     {"empty", q_empty},
+                                     {"full", q_full},
+                                     {"close", q_close},
+                                     {"is_closed", q_is_closed},
+                                     {"maxsize", q_maxsize},
+                                     {NULL, NULL}};
   static const luaL_Reg meta[] = {
       {"__tostring", q_tostring}, {"__len", q_size}, {NULL, NULL}};
   ar__class_new(L, QUEUE_MT, methods, meta);

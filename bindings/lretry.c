@@ -22,8 +22,8 @@ typedef struct {
   lua_Integer attempt; /* calls made */
   double base;         /* the next wait before jitter */
   double backoff, jitter, max_delay;
-  double wait;         /* the wait being announced to on_retry */
-  uint64_t rng;        /* xorshift64* state, for the jitter */
+  double wait;  /* the wait being announced to on_retry */
+  uint64_t rng; /* xorshift64* state, for the jitter */
 } retry_t;
 
 /* Uniform in [0, 1). The jitter needs no more than this. */
@@ -138,8 +138,8 @@ static double opt_number(lua_State *L, const char *name, double dflt,
   if (ty != LUA_TNIL) {
     v = lua_tonumber(L, -1);
     if (ty != LUA_TNUMBER || !(strict ? v > min : v >= min)) {
-      lua_pushfstring(L, "%s must be a number %s %d", name, strict ? ">" : ">=",
-                      (int)min);
+      lua_pushfstring(L, "%s must be a number %s %d", name,
+                      strict ? ">" : ">=", (int)min);
       luaL_argerror(L, 2, lua_tostring(L, -1));
     }
   }

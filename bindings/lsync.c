@@ -95,7 +95,8 @@ static int with_done_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int with_run(lua_State *L) {
   int nargs = lua_gettop(L) - 2;
-  return with_done_k(L, lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, with_done_k), 0);
+  return with_done_k(L, lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, with_done_k),
+                     0);
 }
 
 static int with_acquired_k(lua_State *L, int status, lua_KContext ctx) {
@@ -127,7 +128,8 @@ static int sem_value(lua_State *L) {
 
 static int count_waiters(const ar__list_t *l) {
   int n = 0;
-  for (const ar__list_t *p = l->next; p != l; p = p->next) n++;
+  for (const ar__list_t *p = l->next; p != l; p = p->next)
+    n++;
   return n;
 }
 
@@ -193,7 +195,8 @@ static int ev_set(lua_State *L) {
   event_t *e = ar__check_self(L, 1);
   ar__task_t *w;
   e->set = 1;
-  while ((w = ar__waiters_shift(&e->waiters)) != NULL) ar__task_wake(w, 0, 1);
+  while ((w = ar__waiters_shift(&e->waiters)) != NULL)
+    ar__task_wake(w, 0, 1);
   return 0;
 }
 

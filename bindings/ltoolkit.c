@@ -38,6 +38,7 @@ int ar__self_error(lua_State *L, int idx) {
     got = luaL_typename(L, idx); /* static strings, "no value" included */
   lua_getfield(L, lua_upvalueindex(1), "__name");
   const char *want = lua_tostring(L, -1);
-  return luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s",
-                                                want ? want : "object", got));
+  return luaL_argerror(
+      L, idx,
+      lua_pushfstring(L, "%s expected, got %s", want ? want : "object", got));
 }

@@ -15,16 +15,15 @@
 #define PROGNAME "asyncrun"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: " PROGNAME " [options] [script [args]]\n"
-          "Available options are:\n"
-          "  -e stat   execute string 'stat'\n"
-          "  -l mod    require library 'mod' into global 'mod'\n"
-          "  -l g=mod  require library 'mod' into global 'g'\n"
-          "  -v        show version information\n"
-          "  -h        show this help (also --help)\n"
-          "  --        stop handling options\n"
-          "  -         stop handling options and execute stdin\n");
+  fprintf(f, "usage: " PROGNAME " [options] [script [args]]\n"
+             "Available options are:\n"
+             "  -e stat   execute string 'stat'\n"
+             "  -l mod    require library 'mod' into global 'mod'\n"
+             "  -l g=mod  require library 'mod' into global 'g'\n"
+             "  -v        show version information\n"
+             "  -h        show this help (also --help)\n"
+             "  --        stop handling options\n"
+             "  -         stop handling options and execute stdin\n");
 }
 
 struct cli {
@@ -99,7 +98,8 @@ static int run_init(struct cli *c) {
     name = "=LUA_INIT";
   }
   if (init == NULL) return 0;
-  if (init[0] == '@') return report(c, ar_engine_run_file(c->E, init + 1, 0, NULL));
+  if (init[0] == '@')
+    return report(c, ar_engine_run_file(c->E, init + 1, 0, NULL));
   return run_string(c, init, name);
 }
 
@@ -193,8 +193,9 @@ int main(int argc, char **argv) {
   if (status == 0 && (script || (!has_e && !has_v))) {
     const char *path = script ? argv[script] : "-";
     int nargs = script ? argc - script - 1 : 0;
-    status = report(&c, ar_engine_run_file(c.E, path, nargs,
-                                           (const char *const *)argv + script + 1));
+    status =
+        report(&c, ar_engine_run_file(c.E, path, nargs,
+                                      (const char *const *)argv + script + 1));
   }
 
 done:

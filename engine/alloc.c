@@ -24,8 +24,8 @@ static void *chunk_new(ar__pool_t *p) {
   /* Map twice the size and trim to an aligned 2 MiB chunk, so that the
    * kernel may back it with huge pages where it does so unasked. */
   size_t len = 2 * CHUNK_SIZE;
-  char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+  char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return NULL;
   char *start = (char *)(((uintptr_t)raw + CHUNK_SIZE - 1) & ~(CHUNK_SIZE - 1));
   if (start > raw) munmap(raw, (size_t)(start - raw));
@@ -79,8 +79,10 @@ void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize) {
   if (ptr == NULL) osize = 0; /* osize then names the object's type */
   if (nsize == 0) {
     if (ptr == NULL) return NULL;
-    if (osmall) small_free(p, ptr, osize);
-    else free(ptr);
+    if (osmall)
+      small_free(p, ptr, osize);
+    else
+      free(ptr);
     return NULL;
   }
   if (ptr == NULL) return nsmall ? small_alloc(p, nsize) : malloc(nsize);
@@ -95,8 +97,10 @@ void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize) {
     return nsize <= osize ? ptr : NULL;
   }
   memcpy(q, ptr, osize < nsize ? osize : nsize);
-  if (osmall) small_free(p, ptr, osize);
-  else free(ptr);
+  if (osmall)
+    small_free(p, ptr, osize);
+  else
+    free(ptr);
   return q;
 #endif
 }

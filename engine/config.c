@@ -12,7 +12,8 @@ ar_config_t *ar_config_new(void) { return calloc(1, sizeof(ar_config_t)); }
 
 void ar_config_free(ar_config_t *cfg) {
   if (cfg == NULL) return;
-  for (size_t i = 0; i < cfg->nrules; i++) free(cfg->rules[i].name);
+  for (size_t i = 0; i < cfg->nrules; i++)
+    free(cfg->rules[i].name);
   free(cfg->rules);
   free(cfg->path);
   free(cfg->cpath);
@@ -137,13 +138,17 @@ static void deny_fields(lua_State *L, const ar_config_t *cfg, const char *lib) {
   }
 }
 
-static const luaL_Reg stdlibs[] = {
-    {LUA_GNAME, luaopen_base},          {LUA_LOADLIBNAME, luaopen_package},
-    {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},
-    {LUA_IOLIBNAME, luaopen_io},        {LUA_OSLIBNAME, luaopen_os},
-    {LUA_STRLIBNAME, luaopen_string},   {LUA_MATHLIBNAME, luaopen_math},
-    {LUA_UTF8LIBNAME, luaopen_utf8},    {LUA_DBLIBNAME, luaopen_debug},
-    {NULL, NULL}};
+static const luaL_Reg stdlibs[] = {{LUA_GNAME, luaopen_base},
+                                   {LUA_LOADLIBNAME, luaopen_package},
+                                   {LUA_COLIBNAME, luaopen_coroutine},
+                                   {LUA_TABLIBNAME, luaopen_table},
+                                   {LUA_IOLIBNAME, luaopen_io},
+                                   {LUA_OSLIBNAME, luaopen_os},
+                                   {LUA_STRLIBNAME, luaopen_string},
+                                   {LUA_MATHLIBNAME, luaopen_math},
+                                   {LUA_UTF8LIBNAME, luaopen_utf8},
+                                   {LUA_DBLIBNAME, luaopen_debug},
+                                   {NULL, NULL}};
 
 void ar__config_open(lua_State *L, const ar_config_t *cfg) {
   int nstd = 0;
@@ -180,7 +185,8 @@ void ar__config_open(lua_State *L, const ar_config_t *cfg) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING && !allowed(cfg, lua_tostring(L, -1), 0)) {
+    if (lua_type(L, -1) == LUA_TSTRING &&
+        !allowed(cfg, lua_tostring(L, -1), 0)) {
       lua_pushvalue(L, -1);
       lua_pushcfunction(L, disabled_loader);
       lua_rawset(L, -4);
@@ -190,7 +196,8 @@ void ar__config_open(lua_State *L, const ar_config_t *cfg) {
 
   /* Denied functions of the libraries that are open. */
   for (const luaL_Reg *lib = stdlibs; lib->func != NULL; lib++) {
-    if (lua_getglobal(L, lib->name) == LUA_TTABLE) deny_fields(L, cfg, lib->name);
+    if (lua_getglobal(L, lib->name) == LUA_TTABLE)
+      deny_fields(L, cfg, lib->name);
     lua_pop(L, 1);
   }
 }

@@ -188,6 +188,7 @@ void ar_engine_free(ar_engine_t *E) {
    * inside its own uv_run (a misuse) cannot be closed here: leak rather
    * than free memory uv_run is using. */
   if (!E->owns_loop || E->in_callback) return;
-  while (E->handles_open > 0) uv_run(E->loop, UV_RUN_NOWAIT);
+  while (E->handles_open > 0)
+    uv_run(E->loop, UV_RUN_NOWAIT);
   release(E);
 }

@@ -81,10 +81,10 @@ static void load_once(void) {
     api.error = "libcurl is not installed (cannot load libcurl.so.4)";
     return;
   }
-#define SYM(field, name)                                        \
-  if ((*(void **)&api.field = dlsym(lib, name)) == NULL) {      \
-    api.error = "libcurl is too old (" name " is missing)";     \
-    return;                                                     \
+#define SYM(field, name)                                                       \
+  if ((*(void **)&api.field = dlsym(lib, name)) == NULL) {                     \
+    api.error = "libcurl is too old (" name " is missing)";                    \
+    return;                                                                    \
   }
   SYM(global_init, "curl_global_init");
   SYM(version_info, "curl_version_info");
@@ -128,10 +128,14 @@ static void load_once(void) {
    * decoders it was built with. */
   snprintf(api.encodings, sizeof api.encodings, "%s%s%s%s%s",
            v->features & CURL_VERSION_LIBZ ? "deflate, gzip" : "",
-           v->features & CURL_VERSION_LIBZ && v->features & CURL_VERSION_BROTLI ? ", " : "",
+           v->features & CURL_VERSION_LIBZ && v->features & CURL_VERSION_BROTLI
+               ? ", "
+               : "",
            v->features & CURL_VERSION_BROTLI ? "br" : "",
            v->features & (CURL_VERSION_LIBZ | CURL_VERSION_BROTLI) &&
-                   v->features & CURL_VERSION_ZSTD ? ", " : "",
+                   v->features & CURL_VERSION_ZSTD
+               ? ", "
+               : "",
            v->features & CURL_VERSION_ZSTD ? "zstd" : "");
   if (api.encodings[0] == '\0') strcpy(api.encodings, "identity");
   api.error = NULL;
@@ -206,12 +210,12 @@ typedef struct {
  * the others always get a handle reset and configured from scratch. */
 typedef struct {
   const struct curl_slist *headers; /* curl keeps the pointer, not a copy */
-  int user_agent; /* headers has a User-Agent line */
+  int user_agent;                   /* headers has a User-Agent line */
   size_t max_body;
   long max_redirects;
   long connect_ms;
-  int head;       /* HEAD, else GET */
-  int timeout;    /* CURLOPT_TIMEOUT_MS is set (per request) */
+  int head;    /* HEAD, else GET */
+  int timeout; /* CURLOPT_TIMEOUT_MS is set (per request) */
   int verify_tls;
   int https;
 } easy_cfg_t;
@@ -219,8 +223,8 @@ typedef struct {
 /* An easy handle with what configure() last set on it. */
 struct ar__http_easy_s {
   CURL *curl;
-  int used;      /* options have been set: reset before configuring anew */
-  int reusable;  /* cfg holds: a request with the same cfg may skip reset */
+  int used;     /* options have been set: reset before configuring anew */
+  int reusable; /* cfg holds: a request with the same cfg may skip reset */
   easy_cfg_t cfg;
   /* CURLOPT_ERRORBUFFER. Here rather than in each request, which copies
    * the rare message out (complete()). */
@@ -233,12 +237,12 @@ struct ar__http_s {
   uv_timer_t timer;
   ar__list_t active; /* requests in the multi */
   int nactive;
-  int peak;          /* the most transfers ever in the multi at once */
+  int peak;               /* the most transfers ever in the multi at once */
   ar__http_easy_t **idle; /* pooled easy handles */
   int nidle, idle_cap;
   sock_t **socks; /* polls by descriptor, parked ones included */
   size_t socks_cap;
-  int nsocks; /* sockets curl watches (not parked) */
+  int nsocks;  /* sockets curl watches (not parked) */
   int handles; /* uv handles not through their close callback */
   int closing;
   uint64_t seq;
@@ -289,7 +293,8 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
   if (fd < 0) return NULL;
   if ((size_t)fd >= H->socks_cap) {
     size_t cap = H->socks_cap ? H->socks_cap : 64;
-    while (cap <= (size_t)fd) cap *= 2;
+    while (cap <= (size_t)fd)
+      cap *= 2;
     sock_t **socks = realloc(H->socks, cap * sizeof *socks);
     if (socks == NULL) return NULL;
     memset(socks + H->socks_cap, 0, (cap - H->socks_cap) * sizeof *socks);
@@ -435,7 +440,8 @@ void ar__http_close(ar__http_t *H) {
   if (H == NULL || H->closing) return;
   H->closing = 1;
   while (!ar__list_empty(&H->active)) {
-    ar__http_req_t *req = ar__container_of(H->active.next, ar__http_req_t, node);
+    ar__http_req_t *req =
+        ar__container_of(H->active.next, ar__http_req_t, node);
     ar__list_remove(&req->node);
     api.multi_remove_handle(H->multi, req->easy->curl);
     easy_free(req->easy);
@@ -444,7 +450,8 @@ void ar__http_close(ar__http_t *H) {
     req->result = CURLE_ABORTED_BY_CALLBACK;
   }
   H->nactive = 0;
-  for (int i = 0; i < H->nidle; i++) easy_free(H->idle[i]);
+  for (int i = 0; i < H->nidle; i++)
+    easy_free(H->idle[i]);
   H->nidle = 0;
   /* This closes the cached connections; curl may report their sockets
    * through socket_cb on the way, which closes their polls. */
@@ -467,7 +474,8 @@ void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st) {
   st->handles = H->handles;
 }
 
-/* ---- easy handles ---------------------------------------------------------- */
+/* ---- easy handles ----------------------------------------------------------
+ */
 
 static ar__http_easy_t *easy_acquire(ar__http_t *H) {
   if (H->nidle > 0) return H->idle[--H->nidle];
@@ -523,7 +531,8 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
       /* First data: a Content-Length (of the decoded body, unless it is
        * compressed) sizes the buffer in one go. */
       curl_off_t cl = -1;
-      api.easy_getinfo(req->easy->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+      api.easy_getinfo(req->easy->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
+                       &cl);
       cap = cl > 0 && (curl_off_t)req->max_body >= cl ? (size_t)cl : 16384;
     }
     if (cap < need) cap = need;
@@ -546,7 +555,8 @@ static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
   if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) req->hdr_size = 0;
   if (req->hdr_size + len > req->hdr_cap) {
     size_t cap = req->hdr_cap ? req->hdr_cap * 2 : 1024;
-    while (cap < req->hdr_size + len) cap *= 2;
+    while (cap < req->hdr_size + len)
+      cap *= 2;
     char *buf = realloc(req->hdr_buf, cap);
     if (buf == NULL) return 0;
     req->hdr_buf = buf;
@@ -594,10 +604,10 @@ static int describe(const ar__http_req_t *req, easy_cfg_t *cfg) {
 
 static int same_cfg(const easy_cfg_t *a, const easy_cfg_t *b) {
   return a->headers == b->headers && a->user_agent == b->user_agent &&
-         a->max_body == b->max_body &&
-         a->max_redirects == b->max_redirects && a->connect_ms == b->connect_ms &&
-         a->head == b->head && a->timeout == b->timeout &&
-         a->verify_tls == b->verify_tls && a->https == b->https;
+         a->max_body == b->max_body && a->max_redirects == b->max_redirects &&
+         a->connect_ms == b->connect_ms && a->head == b->head &&
+         a->timeout == b->timeout && a->verify_tls == b->verify_tls &&
+         a->https == b->https;
 }
 
 /* Sets every option of an easy handle from req. A handle whose options
@@ -606,13 +616,14 @@ static int same_cfg(const easy_cfg_t *a, const easy_cfg_t *b) {
  * curl_easy_reset and the twenty-odd options after it were a tenth of a
  * small request's cost. Returns CURLE_OK or the first failure (out of
  * memory copying a string). */
-static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez, double remaining) {
+static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
+                          double remaining) {
   CURLcode rc = CURLE_OK;
   CURL *e = ez->curl;
   const char *m = req->method;
   easy_cfg_t cfg;
   int reusable = describe(req, &cfg);
-#define SET(call) \
+#define SET(call)                                                              \
   if (rc == CURLE_OK) rc = (call)
   if (!(reusable && ez->reusable && same_cfg(&cfg, &ez->cfg))) {
     if (ez->used) api.easy_reset(e);
@@ -664,7 +675,8 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez, double remai
     }
     /* Over TLS, wait for a connection that may turn out to multiplex
      * (HTTP/2) rather than open one more. */
-    if (strncmp(req->url, "https:", 6) == 0) SET(opt_long(e, CURLOPT_PIPEWAIT, 1L));
+    if (strncmp(req->url, "https:", 6) == 0)
+      SET(opt_long(e, CURLOPT_PIPEWAIT, 1L));
     if (rc != CURLE_OK) return rc;
     ez->cfg = cfg;
     ez->reusable = reusable;
@@ -680,9 +692,11 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez, double remai
   return rc;
 }
 
-/* ---- limits and the request lifecycle --------------------------------------- */
+/* ---- limits and the request lifecycle ---------------------------------------
+ */
 
-void ar__http_limit_init(ar__http_limit_t *lim, int max_total, int max_per_host) {
+void ar__http_limit_init(ar__http_limit_t *lim, int max_total,
+                         int max_per_host) {
   lim->max_total = max_total > 0 ? max_total : 1;
   lim->max_per_host = max_per_host > 0 ? max_per_host : 0;
   lim->active = 0;
@@ -692,7 +706,8 @@ void ar__http_limit_init(ar__http_limit_t *lim, int max_total, int max_per_host)
 
 void ar__http_limit_close(ar__http_limit_t *lim) {
   while (!ar__list_empty(&lim->hosts)) {
-    ar__http_host_t *h = ar__container_of(lim->hosts.next, ar__http_host_t, node);
+    ar__http_host_t *h =
+        ar__container_of(lim->hosts.next, ar__http_host_t, node);
     ar__list_remove(&h->node);
     free(h);
   }
@@ -811,7 +826,8 @@ static void dispatch(ar__http_limit_t *lim) {
     for (n = lim->hosts.next; n != &lim->hosts; n = n->next) {
       ar__http_host_t *h = ar__container_of(n, ar__http_host_t, node);
       if (ar__list_empty(&h->waiting) || !can_start(lim, h)) continue;
-      ar__http_req_t *head = ar__container_of(h->waiting.next, ar__http_req_t, node);
+      ar__http_req_t *head =
+          ar__container_of(h->waiting.next, ar__http_req_t, node);
       if (next == NULL || head->seq < next->seq) next = head;
     }
     if (next == NULL) break;
@@ -832,7 +848,8 @@ static void queue_timeout_cb(ar__timer_t *tm) {
   req->limit->queued--;
   host_release(req->host);
   snprintf(msg, sizeof msg,
-           "timed out after %.3g s waiting for a free connection", req->timeout);
+           "timed out after %.3g s waiting for a free connection",
+           req->timeout);
   fail(req, CURLE_OPERATION_TIMEDOUT, msg);
 }
 
@@ -850,8 +867,8 @@ int ar__http_submit(ar__http_t *H, ar__http_limit_t *lim, const char *host_key,
     if (rc != 0) host_release(req->host);
     return rc;
   }
-  if (req->timeout > 0 &&
-      ar__timer_start(H->E, &req->queue_timer, req->timeout, queue_timeout_cb) != 0) {
+  if (req->timeout > 0 && ar__timer_start(H->E, &req->queue_timer, req->timeout,
+                                          queue_timeout_cb) != 0) {
     host_release(req->host);
     return AR_ENOMEM;
   }
@@ -885,11 +902,8 @@ void ar__http_abort(ar__http_req_t *req) {
     ar__timer_stop(req->H->E, &req->queue_timer);
     host_release(req->host);
     break;
-  case AR__REQ_ACTIVE:
-    detach(req);
-    break;
-  default:
-    return;
+  case AR__REQ_ACTIVE: detach(req); break;
+  default: return;
   }
   req->state = AR__REQ_DONE;
   req->result = CURLE_ABORTED_BY_CALLBACK;
@@ -904,8 +918,8 @@ static void complete(ar__http_req_t *req, CURLcode rc) {
   api.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &req->status);
   api.easy_getinfo(e, CURLINFO_HTTP_VERSION, &req->http_version);
   /* Kept only when it differs: NULL means the URL asked for. */
-  if (api.easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url != NULL &&
-      strcmp(url, req->url) != 0)
+  if (api.easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK &&
+      url != NULL && strcmp(url, req->url) != 0)
     req->final_url = strdup(url);
   if (req->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     char msg[96];
@@ -937,27 +951,21 @@ static void drain(ar__http_t *H) {
   }
 }
 
-/* ---- errors and URLs --------------------------------------------------------- */
+/* ---- errors and URLs
+ * --------------------------------------------------------- */
 
 const char *ar__http_error_kind(const ar__http_req_t *req) {
   if (req->too_large) return "too_large";
   switch (req->result) {
   case CURLE_UNSUPPORTED_PROTOCOL:
-  case CURLE_URL_MALFORMAT:
-    return "invalid_url";
+  case CURLE_URL_MALFORMAT: return "invalid_url";
   case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY:
-    return "dns";
-  case CURLE_COULDNT_CONNECT:
-    return "connect";
-  case CURLE_OPERATION_TIMEDOUT:
-    return "timeout";
-  case CURLE_FILESIZE_EXCEEDED:
-    return "too_large";
-  case CURLE_TOO_MANY_REDIRECTS:
-    return "too_many_redirects";
-  case CURLE_ABORTED_BY_CALLBACK:
-    return "cancelled";
+  case CURLE_COULDNT_RESOLVE_PROXY: return "dns";
+  case CURLE_COULDNT_CONNECT: return "connect";
+  case CURLE_OPERATION_TIMEDOUT: return "timeout";
+  case CURLE_FILESIZE_EXCEEDED: return "too_large";
+  case CURLE_TOO_MANY_REDIRECTS: return "too_many_redirects";
+  case CURLE_ABORTED_BY_CALLBACK: return "cancelled";
   case CURLE_SSL_CONNECT_ERROR:
   case CURLE_PEER_FAILED_VERIFICATION:
   case CURLE_SSL_ENGINE_NOTFOUND:
@@ -972,10 +980,8 @@ const char *ar__http_error_kind(const ar__http_req_t *req) {
   case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
   case CURLE_SSL_INVALIDCERTSTATUS:
   case CURLE_SSL_CLIENTCERT:
-  case CURLE_USE_SSL_FAILED:
-    return "tls";
-  default:
-    return "protocol";
+  case CURLE_USE_SSL_FAILED: return "tls";
+  default: return "protocol";
   }
 }
 
@@ -1015,7 +1021,8 @@ static int fast_url(const char *url, const char *query, char **out,
   if (*p == ':') {
     port = ++p;
     long v = 0;
-    while (*p >= '0' && *p <= '9' && p - port < 6) v = v * 10 + (*p++ - '0');
+    while (*p >= '0' && *p <= '9' && p - port < 6)
+      v = v * 10 + (*p++ - '0');
     plen = (size_t)(p - port);
     if (plen == 0 || plen > 5 || v < 1 || v > 65535) return 0;
   }
@@ -1053,7 +1060,8 @@ static int fast_url(const char *url, const char *query, char **out,
   memcpy(f + slen, "://", 3);
   f += slen + 3;
   for (size_t i = 0; i < hlen; i++)
-    *f++ = host[i] >= 'A' && host[i] <= 'Z' ? (char)(host[i] - 'A' + 'a') : host[i];
+    *f++ = host[i] >= 'A' && host[i] <= 'Z' ? (char)(host[i] - 'A' + 'a')
+                                            : host[i];
   *f++ = ':';
   memcpy(f, port, plen);
   f[plen] = '\0';
@@ -1079,7 +1087,8 @@ int ar__http_url(const char *base, const char *url, const char *query,
     *err = "not enough memory";
     return -1;
   }
-  if (base != NULL && (rc = api.url_set(u, CURLUPART_URL, base, 0)) != CURLUE_OK) {
+  if (base != NULL &&
+      (rc = api.url_set(u, CURLUPART_URL, base, 0)) != CURLUE_OK) {
     *err = "the session's base_url is not a valid URL";
     goto done;
   }
@@ -1094,7 +1103,8 @@ int ar__http_url(const char *base, const char *url, const char *query,
     goto done;
   }
   if (query != NULL && *query != '\0' &&
-      (rc = api.url_set(u, CURLUPART_QUERY, query, CURLU_APPENDQUERY)) != CURLUE_OK) {
+      (rc = api.url_set(u, CURLUPART_QUERY, query, CURLU_APPENDQUERY)) !=
+          CURLUE_OK) {
     *err = api.url_strerror(rc);
     goto done;
   }

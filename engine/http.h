@@ -43,7 +43,8 @@ struct ar__http_limit_s {
   ar__list_t hosts; /* ar__http_host_t with requests active or waiting */
 };
 
-void ar__http_limit_init(ar__http_limit_t *lim, int max_total, int max_per_host);
+void ar__http_limit_init(ar__http_limit_t *lim, int max_total,
+                         int max_per_host);
 /* Frees the host records. Only valid once nothing is active or queued. */
 void ar__http_limit_close(ar__http_limit_t *lim);
 
@@ -142,10 +143,10 @@ void ar__http_slist_free(struct curl_slist *l);
 
 /* Counters for tests and stats. */
 typedef struct {
-  int active;   /* transfers in the multi */
-  int sockets;  /* sockets curl watches (idle connections are not) */
-  int pooled;   /* idle easy handles kept for reuse */
-  int handles;  /* uv handles of this module not through their close cb */
+  int active;  /* transfers in the multi */
+  int sockets; /* sockets curl watches (idle connections are not) */
+  int pooled;  /* idle easy handles kept for reuse */
+  int handles; /* uv handles of this module not through their close cb */
 } ar__http_stats_t;
 void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st);
 

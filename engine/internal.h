@@ -117,19 +117,19 @@ struct ar__task_s {
   int nres;               /* when done: values at co[1..nres]; on failure
                            * error, traceback and name */
   lua_Integer id;
-  ar__list_t live;        /* in E->tasks while alive; once ended, in
-                           * E->unretrieved while a failure is unseen */
-  ar__list_t waiters;     /* ar__done_t hooks to run when it ends */
+  ar__list_t live;    /* in E->tasks while alive; once ended, in
+                       * E->unretrieved while a failure is unseen */
+  ar__list_t waiters; /* ar__done_t hooks to run when it ends */
   /* The current suspension. */
   ar__cancel_fn cancel;
   void *wait_data;
-  lua_KFunction k;        /* the primitive's continuation, or NULL */
+  lua_KFunction k; /* the primitive's continuation, or NULL */
   /* Where it waits: done.node is linked in the waiters of the task it
    * awaits, or in a primitive's FIFO of waiters (semaphore,
    * queue, event...). A task waits in one place at a time, so one link
    * serves both. */
   ar__done_t done;
-  ar__timer_t timer;      /* for sleep and deadlines */
+  ar__timer_t timer; /* for sleep and deadlines */
 };
 
 /* FIFO waiter lists built on done.node. A primitive pushes the task, then
@@ -340,26 +340,26 @@ struct ar_engine_s {
   char *errmsg;
 
   /* the run in progress (run.c) */
-  int phase;         /* AR__PHASE_* */
-  int run_status;    /* its outcome so far: 0 or an AR_E* code */
-  int settle_round;  /* times leftovers were cancelled and got stuck */
-  int blocking;      /* a blocking run waits for it (run_*, call) */
-  int root_ref;      /* anchors the root's handle until the run is over */
+  int phase;        /* AR__PHASE_* */
+  int run_status;   /* its outcome so far: 0 or an AR_E* code */
+  int settle_round; /* times leftovers were cancelled and got stuck */
+  int blocking;     /* a blocking run waits for it (run_*, call) */
+  int root_ref;     /* anchors the root's handle until the run is over */
   /* The task metatables (see ar__task_test), for identity checks and
    * setmetatable without a lookup by name. */
   const void *task_mt, *task_failed_mt;
   int task_mt_ref;
   ar_done_cb done_cb;
   void *done_data;
-  ar__task_t *ended;  /* the root of the run just over, for its results */
+  ar__task_t *ended; /* the root of the run just over, for its results */
   int ended_ref;
 
   /* the host's side */
-  int mem_armed;     /* the memory cap applies only while > 0 */
-  int in_callback;   /* inside the host's done callback */
-  int freeing;       /* ar_engine_free has begun */
+  int mem_armed;   /* the memory cap applies only while > 0 */
+  int in_callback; /* inside the host's done callback */
+  int freeing;     /* ar_engine_free has begun */
   void *host_data;
-  ar__list_t ops;    /* ar_op_t not yet suspended */
+  ar__list_t ops; /* ar_op_t not yet suspended */
 };
 
 #endif

@@ -12,7 +12,7 @@ struct ar__list_s {
   ar__list_t *prev;
 };
 
-#define ar__container_of(ptr, type, field) \
+#define ar__container_of(ptr, type, field)                                     \
   ((type *)((char *)(ptr)-offsetof(type, field)))
 
 static inline void ar__list_init(ar__list_t *l) { l->next = l->prev = l; }

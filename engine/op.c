@@ -16,10 +16,10 @@
 #include "internal.h"
 
 enum {
-  OP_STARTED,    /* made by ar_op_new, not yet suspended on */
-  OP_WAITING,    /* its task is suspended on it */
-  OP_EARLY,      /* completed before ar_op_suspend: values on the task */
-  OP_CANCELLING  /* its cancel callback is running */
+  OP_STARTED,   /* made by ar_op_new, not yet suspended on */
+  OP_WAITING,   /* its task is suspended on it */
+  OP_EARLY,     /* completed before ar_op_suspend: values on the task */
+  OP_CANCELLING /* its cancel callback is running */
 };
 
 /* How the task resumes (in its wait_flags, or op->flags when early). */
@@ -32,8 +32,8 @@ struct ar_op_s {
   ar_op_cancel_cb cancel_cb;
   void *data;
   int state;
-  int nvals; /* early: values on the task's stack */
-  int flags; /* early: OP_RAISE / OP_NOMEM */
+  int nvals;       /* early: values on the task's stack */
+  int flags;       /* early: OP_RAISE / OP_NOMEM */
   ar__list_t node; /* in E->ops until freed */
 };
 
@@ -104,7 +104,8 @@ int ar_op_suspend(lua_State *L, ar_op_t *op) {
   t->wait_flags = 0;
   /* With a cancel pending, op_cancel runs right away (it finds op in
    * wait_data) and "cancelled" is raised. */
-  return ar__task_suspend(L, t, op_cancel, op, op_k, (lua_KContext)lua_gettop(L));
+  return ar__task_suspend(L, t, op_cancel, op, op_k,
+                          (lua_KContext)lua_gettop(L));
 }
 
 /* ---- completion ---------------------------------------------------------- */
@@ -132,8 +133,10 @@ static int push_values(lua_State *L, struct push *p) {
     case 'd': lua_pushnumber(L, va_arg(*p->ap, double)); break;
     case 's': {
       const char *s = va_arg(*p->ap, const char *);
-      if (s != NULL) lua_pushstring(L, s);
-      else lua_pushnil(L);
+      if (s != NULL)
+        lua_pushstring(L, s);
+      else
+        lua_pushnil(L);
       break;
     }
     case 'S': {
@@ -143,7 +146,8 @@ static int push_values(lua_State *L, struct push *p) {
       break;
     }
     default:
-      return luaL_error(L, "bad format character '%c' in ar_op_resolve_values", *f);
+      return luaL_error(L, "bad format character '%c' in ar_op_resolve_values",
+                        *f);
     }
   }
   return n;

@@ -50,19 +50,19 @@ static int reg(ar_engine_t *E, struct reg *r) {
 }
 
 int ar_engine_register_function(ar_engine_t *E, const char *name,
-                                 lua_CFunction fn) {
+                                lua_CFunction fn) {
   struct reg r = {name, fn, NULL, 1};
   return reg(E, &r);
 }
 
 int ar_engine_register_module(ar_engine_t *E, const char *name,
-                               lua_CFunction openf) {
+                              lua_CFunction openf) {
   struct reg r = {name, openf, NULL, 0};
   return reg(E, &r);
 }
 
 int ar_engine_register_library(ar_engine_t *E, const char *name,
-                                const luaL_Reg *funcs) {
+                               const luaL_Reg *funcs) {
   struct reg r = {name, NULL, funcs, 0};
   return reg(E, &r);
 }

@@ -65,7 +65,8 @@ static int start_p(lua_State *L) {
       return 1;
     }
     luaL_checkstack(L, s->argc, "too many script arguments");
-    for (int i = 0; i < s->argc; i++) lua_pushstring(L, s->argv[i]);
+    for (int i = 0; i < s->argc; i++)
+      lua_pushstring(L, s->argv[i]);
     nargs = s->argc;
   }
   ar__task_t *t = ar__task_spawn(L, nargs);

@@ -59,7 +59,8 @@ ar__task_t *ar__task_check(lua_State *L, int idx) {
 
 ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar_engine_t *E = ar__engine_of(L);
-  if (ar__sched_reserve(E, E->ntasks + 1) != 0) luaL_error(L, "not enough memory");
+  if (ar__sched_reserve(E, E->ntasks + 1) != 0)
+    luaL_error(L, "not enough memory");
   ar__task_t *t = lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   t->ref = LUA_NOREF;
@@ -71,7 +72,8 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_mt_ref);
   lua_setmetatable(L, -2);
   lua_State *co = lua_newthread(L);
-  if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
+  if (!lua_checkstack(co, nargs + 1))
+    luaL_error(L, "too many arguments to spawn");
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -97,16 +99,14 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx) {
   int raise = t->raise;
   t->raise = AR__RAISE_NONE;
   switch (raise) {
-  case AR__RAISE_VALUE:
-    return lua_error(L);
+  case AR__RAISE_VALUE: return lua_error(L);
   case AR__RAISE_CANCELLED:
     t->k = NULL;
     return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
   case AR__RAISE_TIMEOUT:
     t->k = NULL;
     return ar__error_raise(L, "timeout", "timed out");
-  default:
-    break;
+  default: break;
   }
   if (t->k != NULL) {
     lua_KFunction k = t->k;
@@ -148,7 +148,8 @@ int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
   t->wait_data = data;
   t->k = k;
   t->state = AR__TASK_WAITING;
-  return lua_yieldk(L, 0, k != NULL ? ctx : (lua_KContext)lua_gettop(L), resume_k);
+  return lua_yieldk(L, 0, k != NULL ? ctx : (lua_KContext)lua_gettop(L),
+                    resume_k);
 }
 
 int ar__task_yield(lua_State *L, ar__task_t *t) {
@@ -187,9 +188,7 @@ void ar__task_wake_raise(ar__task_t *t, ar__raise_t how) {
 void ar__task_cancel(ar__task_t *t) {
   switch (t->state) {
   case AR__TASK_NEW:
-  case AR__TASK_RUNNING:
-    t->cancel_pending = 1;
-    break;
+  case AR__TASK_RUNNING: t->cancel_pending = 1; break;
   case AR__TASK_WAITING: {
     ar__cancel_fn fn = t->cancel;
     t->cancel = NULL;
@@ -208,8 +207,7 @@ void ar__task_cancel(ar__task_t *t) {
       t->cancel_pending = 1;
     }
     break;
-  default:
-    break;
+  default: break;
   }
 }
 
@@ -403,8 +401,7 @@ void ar__task_report(lua_State *L, ar__task_t *t) {
 
 void ar__task_report_all(ar_engine_t *E) {
   while (!ar__list_empty(&E->unretrieved)) {
-    ar__task_t *t =
-        ar__container_of(E->unretrieved.next, ar__task_t, live);
+    ar__task_t *t = ar__container_of(E->unretrieved.next, ar__task_t, live);
     ar__task_report(E->L, t);
   }
 }
@@ -416,7 +413,9 @@ static void await_done_cb(ar__done_t *d, ar__task_t *finished) {
   ar__task_wake(ar__container_of(d, ar__task_t, done), 0, 1);
 }
 
-static void await_cancel(ar__task_t *self) { ar__task_remove_done(&self->done); }
+static void await_cancel(ar__task_t *self) {
+  ar__task_remove_done(&self->done);
+}
 
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
@@ -457,12 +456,14 @@ static int task_cancelled(lua_State *L) {
 static int task_result(lua_State *L) {
   ar__task_t *t = ar__task_check(L, 1);
   if (t->state != AR__TASK_DONE)
-    return ar__error_raise(L, "invalid_state", "task %I has not finished", t->id);
+    return ar__error_raise(L, "invalid_state", "task %I has not finished",
+                           t->id);
   return ar__task_push_results(L, t);
 }
 
 static const char *state_name(const ar__task_t *t) {
-  static const char *const names[] = {"pending", "running", "waiting", "ready", "done"};
+  static const char *const names[] = {"pending", "running", "waiting", "ready",
+                                      "done"};
   if (t->state == AR__TASK_DONE) {
     static const char *const outs[] = {"done", "done", "failed", "cancelled"};
     return outs[t->outcome];
@@ -498,7 +499,8 @@ static int task_newindex(lua_State *L) {
   ar__task_check(L, 1);
   const char *k = lua_tostring(L, 2);
   if (k == NULL || strcmp(k, "name") != 0)
-    return luaL_error(L, "task field '%s' is read-only (only 'name' can be set)",
+    return luaL_error(L,
+                      "task field '%s' is read-only (only 'name' can be set)",
                       k ? k : luaL_typename(L, 2));
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TSTRING);
   lua_settop(L, 3);
@@ -510,7 +512,8 @@ static int task_tostring(lua_State *L) {
   ar__task_t *t = ar__task_check(L, 1);
   lua_getiuservalue(L, 1, 2);
   if (lua_isstring(L, -1))
-    lua_pushfstring(L, "task %I (%s, %s)", t->id, lua_tostring(L, -1), state_name(t));
+    lua_pushfstring(L, "task %I (%s, %s)", t->id, lua_tostring(L, -1),
+                    state_name(t));
   else
     lua_pushfstring(L, "task %I (%s)", t->id, state_name(t));
   return 1;
@@ -549,8 +552,9 @@ static const void *new_task_metatable(lua_State *L, const char *name,
 
 void ar__task_open(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"await", task_await},     {"cancel", task_cancel}, {"done", task_done},
-      {"cancelled", task_cancelled}, {"result", task_result}, {NULL, NULL}};
+      {"await", task_await},   {"cancel", task_cancel},
+      {"done", task_done},     {"cancelled", task_cancelled},
+      {"result", task_result}, {NULL, NULL}};
   ar_engine_t *E = ar__engine_of(L);
   luaL_newlib(L, methods);
   E->task_mt = new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);

@@ -108,8 +108,8 @@ int ar__timer_start(ar_engine_t *E, ar__timer_t *t, double seconds,
   }
   /* NaN and negatives mean "now"; huge values saturate at ~292 years. */
   uint64_t ns = 0;
-  if (seconds > 0) ns = seconds >= 9.2e9 ? (uint64_t)INT64_MAX
-                                         : (uint64_t)ceil(seconds * 1e9);
+  if (seconds > 0)
+    ns = seconds >= 9.2e9 ? (uint64_t)INT64_MAX : (uint64_t)ceil(seconds * 1e9);
   t->due = uv_hrtime() + ns;
   t->seq = (uint32_t)E->timer_seq++;
   t->cb = cb;

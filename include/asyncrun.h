@@ -35,7 +35,7 @@ extern "C" {
 #define AR_VERSION_MINOR 1
 #define AR_VERSION_PATCH 0
 #define AR_VERSION_STRING "0.1.0"
-#define AR_VERSION_NUM \
+#define AR_VERSION_NUM                                                         \
   (AR_VERSION_MAJOR * 10000 + AR_VERSION_MINOR * 100 + AR_VERSION_PATCH)
 
 /* Error codes. Always negative; 0 is success. */
@@ -64,7 +64,7 @@ AR_API const char *ar_strerror(int err);
  * needs, so a config may be freed or reused right after. Setters return 0,
  * AR_EINVAL or AR_ENOMEM, and change nothing on failure. */
 
-AR_API ar_config_t *ar_config_new(void); /* NULL when memory runs out */
+AR_API ar_config_t *ar_config_new(void);      /* NULL when memory runs out */
 AR_API void ar_config_free(ar_config_t *cfg); /* NULL is a no-op */
 
 /* Attach to the host's loop (never closed by the engine) instead of
@@ -218,8 +218,7 @@ typedef int (*ar_push_cb)(lua_State *L, void *data);
  * to be undone) when L is not a task's (the main thread, a plain
  * coroutine) or memory runs out. Between it and ar_op_suspend nothing may
  * raise. */
-AR_API ar_op_t *ar_op_new(lua_State *L, ar_op_cancel_cb cancel_cb,
-                          void *data);
+AR_API ar_op_t *ar_op_new(lua_State *L, ar_op_cancel_cb cancel_cb, void *data);
 /* Suspends the task on op: use as `return ar_op_suspend(L, op);`. If op
  * was already completed, returns its values (or raises its error) at once;
  * if a cancel is pending, cancel_cb runs and "cancelled" is raised. */

@@ -93,7 +93,8 @@ int main(int argc, char **argv) {
       curl_multi_remove_handle(multi, s->easy);
       if (next <= n && start(multi, s, base, next++) != 0) failed = 1;
     }
-    if (done < n && !failed && curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK)
+    if (done < n && !failed &&
+        curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK)
       failed = 1;
   }
 

@@ -78,7 +78,8 @@ static int l_read(lua_State *L) {
 
 static const luaL_Reg device_funcs[] = {{"read", l_read}, {NULL, NULL}};
 
-/* ---- the host's own work -------------------------------------------------- */
+/* ---- the host's own work --------------------------------------------------
+ */
 
 static void heartbeat_cb(uv_timer_t *t) {
   struct host *h = t->data;

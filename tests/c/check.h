@@ -8,35 +8,35 @@
 
 static int check_failures, check_count;
 
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    check_count++;                                                           \
-    if (!(cond)) {                                                           \
-      check_failures++;                                                      \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    check_count++;                                                             \
+    if (!(cond)) {                                                             \
+      check_failures++;                                                        \
       fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                        \
+    }                                                                          \
   } while (0)
 
-#define CHECK_INT(got, want)                                                 \
-  do {                                                                       \
-    long long g_ = (long long)(got), w_ = (long long)(want);                 \
-    check_count++;                                                           \
-    if (g_ != w_) {                                                          \
-      check_failures++;                                                      \
-      fprintf(stderr, "%s:%d: %s == %lld, want %lld\n", __FILE__, __LINE__,  \
-              #got, g_, w_);                                                 \
-    }                                                                        \
+#define CHECK_INT(got, want)                                                   \
+  do {                                                                         \
+    long long g_ = (long long)(got), w_ = (long long)(want);                   \
+    check_count++;                                                             \
+    if (g_ != w_) {                                                            \
+      check_failures++;                                                        \
+      fprintf(stderr, "%s:%d: %s == %lld, want %lld\n", __FILE__, __LINE__,    \
+              #got, g_, w_);                                                   \
+    }                                                                          \
   } while (0)
 
-#define CHECK_STR_CONTAINS(hay, needle)                                      \
-  do {                                                                       \
-    const char *h_ = (hay), *n_ = (needle);                                  \
-    check_count++;                                                           \
-    if (h_ == NULL || strstr(h_, n_) == NULL) {                              \
-      check_failures++;                                                      \
-      fprintf(stderr, "%s:%d: %s = \"%s\" lacks \"%s\"\n", __FILE__,         \
-              __LINE__, #hay, h_ ? h_ : "(null)", n_);                       \
-    }                                                                        \
+#define CHECK_STR_CONTAINS(hay, needle)                                        \
+  do {                                                                         \
+    const char *h_ = (hay), *n_ = (needle);                                    \
+    check_count++;                                                             \
+    if (h_ == NULL || strstr(h_, n_) == NULL) {                                \
+      check_failures++;                                                        \
+      fprintf(stderr, "%s:%d: %s = \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, \
+              #hay, h_ ? h_ : "(null)", n_);                                   \
+    }                                                                          \
   } while (0)
 
 static int check_summary(const char *name) {

@@ -13,7 +13,8 @@ static void done_cb(ar_engine_t *E, int status, int nresults, void *data) {
   struct done *d = data;
   d->calls++;
   d->status = status;
-  d->value = nresults > 0 ? (long long)lua_tointeger(ar_engine_lua(E), -nresults) : -1;
+  d->value =
+      nresults > 0 ? (long long)lua_tointeger(ar_engine_lua(E), -nresults) : -1;
 }
 
 /* Each engine logs its ticks into a shared host buffer, so interleaving
@@ -48,17 +49,21 @@ static void test_shared_loop(void) {
   CHECK_RC(B, ar_engine_run_string(B, "name = 'b'", NULL), 0);
   /* Globals are per engine. */
   CHECK_RC(A, ar_engine_run_string(A, "assert(name == 'a')", NULL), 0);
-  CHECK_RC(A, ar_engine_start_string(A,
-                                     "local async = require 'async'\n"
-                                     "for i = 1, 3 do mark(name) async.sleep(0.01) end\n"
-                                     "return 1",
-                                     "=a", done_cb, &da),
+  CHECK_RC(A,
+           ar_engine_start_string(
+               A,
+               "local async = require 'async'\n"
+               "for i = 1, 3 do mark(name) async.sleep(0.01) end\n"
+               "return 1",
+               "=a", done_cb, &da),
            0);
-  CHECK_RC(B, ar_engine_start_string(B,
-                                     "local async = require 'async'\n"
-                                     "for i = 1, 3 do mark(name) async.sleep(0.01) end\n"
-                                     "return 2",
-                                     "=b", done_cb, &db),
+  CHECK_RC(B,
+           ar_engine_start_string(
+               B,
+               "local async = require 'async'\n"
+               "for i = 1, 3 do mark(name) async.sleep(0.01) end\n"
+               "return 2",
+               "=b", done_cb, &db),
            0);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_INT(da.calls, 1);
@@ -69,7 +74,8 @@ static void test_shared_loop(void) {
   CHECK(strncmp(log_buf, "ab", 2) == 0 || strncmp(log_buf, "ba", 2) == 0);
   CHECK_INT(strlen(log_buf), 6);
   /* A blocking run on a borrowed loop runs the host's loop. */
-  CHECK_RC(A, ar_engine_run_string(A, "require('async').sleep(0.001)", NULL), 0);
+  CHECK_RC(A, ar_engine_run_string(A, "require('async').sleep(0.001)", NULL),
+           0);
   free_on_loop(A, &loop);
   free_on_loop(B, &loop);
   /* The engines never closed the host's loop: it is still usable. */
@@ -86,17 +92,21 @@ static void test_owned_loops_stepped(void) {
   ar_engine_register_function(B, "mark", l_mark);
   struct done da = {0}, db = {0};
   log_buf[0] = '\0';
-  CHECK_RC(A, ar_engine_start_string(A,
-                                     "local async = require 'async'\n"
-                                     "for i = 1, 3 do mark('a') async.sleep(0.005) end\n"
-                                     "return 10",
-                                     NULL, done_cb, &da),
+  CHECK_RC(A,
+           ar_engine_start_string(
+               A,
+               "local async = require 'async'\n"
+               "for i = 1, 3 do mark('a') async.sleep(0.005) end\n"
+               "return 10",
+               NULL, done_cb, &da),
            0);
-  CHECK_RC(B, ar_engine_start_string(B,
-                                     "local async = require 'async'\n"
-                                     "for i = 1, 3 do mark('b') async.sleep(0.005) end\n"
-                                     "return 20",
-                                     NULL, done_cb, &db),
+  CHECK_RC(B,
+           ar_engine_start_string(
+               B,
+               "local async = require 'async'\n"
+               "for i = 1, 3 do mark('b') async.sleep(0.005) end\n"
+               "return 20",
+               NULL, done_cb, &db),
            0);
   /* A host's own main loop, stepping both engines without blocking. */
   uint64_t t0 = uv_hrtime();
@@ -114,7 +124,8 @@ static void test_owned_loops_stepped(void) {
 }
 
 /* A borrowed loop's engine may be freed from its own done callback. */
-static void free_in_done_cb(ar_engine_t *E, int status, int nresults, void *data) {
+static void free_in_done_cb(ar_engine_t *E, int status, int nresults,
+                            void *data) {
   (void)nresults;
   *(int *)data = status == 0 ? 1 : -1;
   ar_engine_free(E);
@@ -125,12 +136,14 @@ static void test_free_in_callback(void) {
   uv_loop_init(&loop);
   ar_engine_t *E = engine_on(&loop);
   int called = 0;
-  CHECK_RC(E, ar_engine_start_string(E,
-                                     "local async = require 'async'\n"
-                                     "async.spawn(async.sleep, 10)\n" /* a leftover */
-                                     "async.sleep(0.001)",
-                                     NULL, free_in_done_cb, &called),
-           0);
+  CHECK_RC(
+      E,
+      ar_engine_start_string(E,
+                             "local async = require 'async'\n"
+                             "async.spawn(async.sleep, 10)\n" /* a leftover */
+                             "async.sleep(0.001)",
+                             NULL, free_in_done_cb, &called),
+      0);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_INT(called, 1);
   close_loop(&loop);
@@ -143,7 +156,10 @@ static void chain_cb(ar_engine_t *E, int status, int nresults, void *data) {
   CHECK_RC(E, status, 0);
   (*(int *)data)++;
   if (--chain_left > 0)
-    CHECK_RC(E, ar_engine_start_string(E, "require('async').sleep(0.001)", NULL, chain_cb, data), 0);
+    CHECK_RC(E,
+             ar_engine_start_string(E, "require('async').sleep(0.001)", NULL,
+                                    chain_cb, data),
+             0);
 }
 
 static void test_chained_runs(void) {
@@ -165,9 +181,11 @@ static void test_many(void) {
   memset(d, 0, sizeof d);
   for (int i = 0; i < N; i++) {
     E[i] = engine_on(&loop);
-    CHECK_RC(E[i], ar_engine_run_string(E[i],
-                                        "function f(i) require('async').sleep(0.002 * (i % 4)) return i * i end",
-                                        NULL),
+    CHECK_RC(E[i],
+             ar_engine_run_string(E[i],
+                                  "function f(i) require('async').sleep(0.002 "
+                                  "* (i % 4)) return i * i end",
+                                  NULL),
              0);
   }
   for (int i = 0; i < N; i++) {
@@ -179,8 +197,10 @@ static void test_many(void) {
     CHECK_INT(d[i].calls, 1);
     CHECK_INT(d[i].value, i * i);
   }
-  for (int i = N - 1; i >= 0; i -= 2) ar_engine_free(E[i]);
-  for (int i = 0; i < N; i += 2) ar_engine_free(E[i]);
+  for (int i = N - 1; i >= 0; i -= 2)
+    ar_engine_free(E[i]);
+  for (int i = 0; i < N; i += 2)
+    ar_engine_free(E[i]);
   close_loop(&loop);
 }
 

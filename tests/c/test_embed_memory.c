@@ -11,30 +11,36 @@ static void test_unbounded(void) {
   ar_engine_t *E = ar_engine_new(cfg);
   ar_config_free(cfg);
   CHECK(E != NULL);
-  CHECK_RC(E, ar_engine_run_string(E,
-                                   "local t = {}\n"
-                                   "for i = 1, math.huge do t[i] = string.rep('x', 1000) .. i end",
-                                   "=hog"),
+  CHECK_RC(E,
+           ar_engine_run_string(
+               E,
+               "local t = {}\n"
+               "for i = 1, math.huge do t[i] = string.rep('x', 1000) .. i end",
+               "=hog"),
            AR_ERUNTIME);
   CHECK_HAS(ar_engine_error(E), "not enough memory");
   CHECK(ar_engine_memory(E) <= (8u << 20));
 
   /* In a task, caught by the script: the others go on. */
-  CHECK_RC(E, ar_engine_run_string(E,
-                                   "local async = require 'async'\n"
-                                   "local ticks = 0\n"
-                                   "local ticker = async.spawn(function()\n"
-                                   "  for i = 1, 5 do async.sleep(0.001) ticks = ticks + 1 end\n"
-                                   "end)\n"
-                                   "local hog = async.spawn(function()\n"
-                                   "  local t = {}\n"
-                                   "  for i = 1, math.huge do t[i] = {i, tostring(i)} if i % 1000 == 0 then async.sleep(0) end end\n"
-                                   "end)\n"
-                                   "local ok, err = pcall(hog.await, hog)\n"
-                                   "assert(not ok and tostring(err):find('not enough memory'), tostring(err))\n"
-                                   "ticker:await()\n"
-                                   "assert(ticks == 5)",
-                                   "=task"),
+  CHECK_RC(E,
+           ar_engine_run_string(
+               E,
+               "local async = require 'async'\n"
+               "local ticks = 0\n"
+               "local ticker = async.spawn(function()\n"
+               "  for i = 1, 5 do async.sleep(0.001) ticks = ticks + 1 end\n"
+               "end)\n"
+               "local hog = async.spawn(function()\n"
+               "  local t = {}\n"
+               "  for i = 1, math.huge do t[i] = {i, tostring(i)} if i % 1000 "
+               "== 0 then async.sleep(0) end end\n"
+               "end)\n"
+               "local ok, err = pcall(hog.await, hog)\n"
+               "assert(not ok and tostring(err):find('not enough memory'), "
+               "tostring(err))\n"
+               "ticker:await()\n"
+               "assert(ticks == 5)",
+               "=task"),
            0);
 
   /* The cap can move: lowered below what is in use, nothing new fits. */
@@ -46,7 +52,8 @@ static void test_unbounded(void) {
   CHECK_RC(E, ar_engine_call(E, "print", 1), AR_ENOMEM);
   CHECK_INT(lua_gettop(L), 0);
   ar_engine_set_memory_limit(E, 0);
-  CHECK_RC(E, ar_engine_run_string(E, "function len(s) return #s end", NULL), 0);
+  CHECK_RC(E, ar_engine_run_string(E, "function len(s) return #s end", NULL),
+           0);
   lua_pushstring(L, "abc");
   CHECK_RC(E, ar_engine_call(E, "len", 1), 1);
   CHECK_INT(lua_tointeger(L, -1), 3);
@@ -54,7 +61,8 @@ static void test_unbounded(void) {
   ar_engine_free(E);
 }
 
-/* ---- the sweep ----------------------------------------------------------------- */
+/* ---- the sweep
+ * ----------------------------------------------------------------- */
 
 struct op {
   uv_timer_t timer;
@@ -82,9 +90,15 @@ static int push_table(lua_State *L, void *data) {
 static void op_timer_cb(uv_timer_t *t) {
   struct op *o = t->data;
   switch (o->mode) {
-  case 0: ar_op_resolve_values(o->op, "sI", "a string made by the host for the script", (lua_Integer)42); break;
+  case 0:
+    ar_op_resolve_values(o->op, "sI",
+                         "a string made by the host for the script",
+                         (lua_Integer)42);
+    break;
   case 1: ar_op_resolve(o->op, push_table, NULL); break;
-  default: ar_op_reject(o->op, "device", "a failure reported by the host"); break;
+  default:
+    ar_op_reject(o->op, "device", "a failure reported by the host");
+    break;
   }
   uv_close((uv_handle_t *)&o->timer, op_close_cb);
 }
@@ -120,7 +134,8 @@ static int l_op(lua_State *L) {
 static int bad_errors;
 
 static int l_seen(lua_State *L) {
-  if (!lua_toboolean(L, 1) && lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TTABLE)
+  if (!lua_toboolean(L, 1) && lua_type(L, 2) != LUA_TSTRING &&
+      lua_type(L, 2) != LUA_TTABLE)
     bad_errors++;
   return 0;
 }
@@ -145,7 +160,8 @@ static const char sweep_script[] =
     "pcall(async.wait_for, slow, 0.001)\n"
     "local bg = async.spawn(function() async.sleep(10) end)\n" /* left behind */
     "local ts = {}\n"
-    "for i = 1, 20 do ts[i] = async.spawn(function() return tostring(i):rep(i) end) end\n"
+    "for i = 1, 20 do ts[i] = async.spawn(function() return tostring(i):rep(i) "
+    "end) end\n"
     "async.sleep(0)\n"
     "for i = 1, 20 do seen(pcall(ts[i].await, ts[i])) end\n"
     "return #r\n";
@@ -162,24 +178,31 @@ static int sweep(size_t from, size_t to, size_t step) {
     ar_engine_set_memory_limit(E, ar_engine_memory(E) + extra);
     int rc = ar_engine_run_string(E, sweep_script, "=sweep");
     if (rc != 0 && rc != AR_ERUNTIME && rc != AR_ENOMEM)
-      FAIL_AT("cap +%zu: unexpected %s: %s", extra, ar_strerror(rc), ar_engine_error(E));
-    if (rc == 0) ok++;
-    else failed++;
+      FAIL_AT("cap +%zu: unexpected %s: %s", extra, ar_strerror(rc),
+              ar_engine_error(E));
+    if (rc == 0)
+      ok++;
+    else
+      failed++;
     CHECK_INT(ar_engine_tasks(E), 0);
     CHECK_INT(ops_pending, 0);
     CHECK_INT(bad_errors, 0);
     /* The engine is still usable. */
     ar_engine_set_memory_limit(E, 0);
-    CHECK_RC(E, ar_engine_run_string(E,
-                                     "local async = require 'async'\n"
-                                     "local t = async.spawn(function() return op(0) end)\n"
-                                     "assert(t:await():find('host'))\n"
-                                     "assert(async.stats().tasks == 1 and async.stats().timers == 0)",
-                                     "=after"),
-             0);
+    CHECK_RC(
+        E,
+        ar_engine_run_string(
+            E,
+            "local async = require 'async'\n"
+            "local t = async.spawn(function() return op(0) end)\n"
+            "assert(t:await():find('host'))\n"
+            "assert(async.stats().tasks == 1 and async.stats().timers == 0)",
+            "=after"),
+        0);
     ar_engine_free(E);
   }
-  printf("sweep of caps +%zu..+%zu bytes: %d runs succeeded, %d failed\n", from, to, ok, failed);
+  printf("sweep of caps +%zu..+%zu bytes: %d runs succeeded, %d failed\n", from,
+         to, ok, failed);
   CHECK(failed > 0); /* the sweep did reach failures */
   return ok;
 }

@@ -4,7 +4,14 @@
 #include "test_embed.h"
 
 /* An operation completed by a host timer after `ms`, with a mode. */
-enum { RESOLVE_FMT, RESOLVE_PUSH, REJECT, PUSH_RAISES, NEVER, RESOLVE_THEN_STOP };
+enum {
+  RESOLVE_FMT,
+  RESOLVE_PUSH,
+  REJECT,
+  PUSH_RAISES,
+  NEVER,
+  RESOLVE_THEN_STOP
+};
 
 struct op {
   uv_timer_t timer;
@@ -52,7 +59,9 @@ static void complete(struct op *o) {
                               "a\0b", (size_t)3, 1);
     break;
   case RESOLVE_PUSH: rc = ar_op_resolve(o->op, push_table, o); break;
-  case REJECT: rc = ar_op_reject(o->op, "device", "the device is on fire"); break;
+  case REJECT:
+    rc = ar_op_reject(o->op, "device", "the device is on fire");
+    break;
   case PUSH_RAISES:
     rc = ar_op_resolve(o->op, push_raises, o);
     CHECK_RC(NULL, rc, AR_ERUNTIME);
@@ -103,8 +112,10 @@ static int l_op(lua_State *L) {
   C.started++;
   uv_timer_init(ar_engine_loop(ar_engine_of(L)), &o->timer);
   o->timer.data = o;
-  if (mode != NEVER) uv_timer_start(&o->timer, timer_cb, (uint64_t)ms, 0);
-  else uv_timer_start(&o->timer, timer_cb, 1000000, 0); /* keeps the loop alive */
+  if (mode != NEVER)
+    uv_timer_start(&o->timer, timer_cb, (uint64_t)ms, 0);
+  else
+    uv_timer_start(&o->timer, timer_cb, 1000000, 0); /* keeps the loop alive */
   return ar_op_suspend(L, o->op);
 }
 
@@ -125,11 +136,13 @@ static ar_engine_t *engine(void) {
   CHECK(E != NULL);
   CHECK_RC(E, ar_engine_register_function(E, "op", l_op), 0);
   CHECK_RC(E, ar_engine_register_function(E, "now_op", l_now_op), 0);
-  CHECK_RC(E, ar_engine_run_string(E,
-                                   "async = require 'async'\n"
-                                   "FMT, PUSH, REJECT, RAISES, NEVER = 0, 1, 2, 3, 4",
-                                   "=setup"),
-           0);
+  CHECK_RC(
+      E,
+      ar_engine_run_string(E,
+                           "async = require 'async'\n"
+                           "FMT, PUSH, REJECT, RAISES, NEVER = 0, 1, 2, 3, 4",
+                           "=setup"),
+      0);
   return E;
 }
 
@@ -147,15 +160,18 @@ static void test_values(void) {
   memset(&C, 0, sizeof C);
   run_ok(E, "local i, d, s, b, t, n = op(FMT, 5, 7)\n"
             "assert(i == 7 and math.type(i) == 'integer')\n"
-            "assert(d == 0.5 and s == 'text' and b == 'a\\0b' and t == true and n == nil)\n"
+            "assert(d == 0.5 and s == 'text' and b == 'a\\0b' and t == true "
+            "and n == nil)\n"
             "assert(select('#', op(FMT, 1, 1)) == 6)\n"
             "local tab, yes = op(PUSH, 5, 9)\n"
             "assert(tab.id == 9 and tab.how == 'pushed' and yes == true)\n"
             "local ok, err = pcall(function()\n"
             "  return op(REJECT, 5)\n" /* line 8: where the error is raised */
             "end)\n"
-            "assert(not ok and err.kind == 'device' and err.message == 'the device is on fire')\n"
-            "assert(tostring(err):find('^ops:8: device: the device is on fire'), tostring(err))\n"
+            "assert(not ok and err.kind == 'device' and err.message == 'the "
+            "device is on fire')\n"
+            "assert(tostring(err):find('^ops:8: device: the device is on "
+            "fire'), tostring(err))\n"
             "ok, err = pcall(op, RAISES, 5)\n"
             "assert(not ok and err == 'custom failure', tostring(err))");
   CHECK_INT(C.started, 5);
@@ -184,7 +200,8 @@ static void test_concurrent(void) {
   ar_engine_t *E = engine();
   memset(&C, 0, sizeof C);
   run_ok(E, "local fns = {}\n"
-            "for i = 1, 200 do fns[i] = function() return (op(FMT, i % 20, i)) end end\n"
+            "for i = 1, 200 do fns[i] = function() return (op(FMT, i % 20, i)) "
+            "end end\n"
             "local t0 = async.now()\n"
             "local r = async.gather(fns)\n"
             "for i = 1, 200 do assert(r[i] == i) end\n"
@@ -207,11 +224,13 @@ static void test_cancel(void) {
   CHECK_RC(E, C.resolve_rc_in_cancel, AR_ECANCELLED);
   CHECK_INT(C.closed, 1);
   /* A timeout. */
-  run_ok(E, "local ok, err = pcall(async.wait_for, function() return op(NEVER, 0) end, 0.02)\n"
+  run_ok(E, "local ok, err = pcall(async.wait_for, function() return op(NEVER, "
+            "0) end, 0.02)\n"
             "assert(not ok and err.kind == 'timeout', tostring(err))");
   CHECK_INT(C.cancelled, 2);
   /* Cancelled before it was suspended on (the task cancelled itself). */
-  run_ok(E, "local ok, err = pcall(function() async.current():cancel(); return op(NEVER, 0) end)\n"
+  run_ok(E, "local ok, err = pcall(function() async.current():cancel(); return "
+            "op(NEVER, 0) end)\n"
             "assert(not ok and err.kind == 'cancelled', tostring(err))");
   CHECK_INT(C.cancelled, 3);
   /* The run ends with tasks still waiting: they are cancelled. */
@@ -220,11 +239,12 @@ static void test_cancel(void) {
   CHECK_INT(C.cancelled, 8);
   /* A completed op's task cancelled before it resumes: the host already
    * finished, so no cancel callback; the values are dropped. */
-  CHECK_RC(E, ar_engine_run_string(E,
-                                   "local ok, err = pcall(op, 5, 1)\n"
-                                   "result = ok and 'returned' or err.kind\n"
-                                   "async.sleep(0)",
-                                   "=late"),
+  CHECK_RC(E,
+           ar_engine_run_string(E,
+                                "local ok, err = pcall(op, 5, 1)\n"
+                                "result = ok and 'returned' or err.kind\n"
+                                "async.sleep(0)",
+                                "=late"),
            0); /* the root caught its cancellation */
   CHECK_INT(C.cancelled, 8);
   run_ok(E, "assert(result == 'cancelled', result)");
@@ -242,11 +262,13 @@ static void test_stop_and_free(void) {
   uv_timer_init(ar_engine_loop(E), &stopper);
   stopper.data = E;
   uv_timer_start(&stopper, stop_cb, 20, 0);
-  CHECK_RC(E, ar_engine_run_string(E,
-                                   "for i = 1, 10 do async.spawn(op, NEVER, 0) end\n"
-                                   "op(NEVER, 0)",
-                                   "=stop"),
-           AR_ECANCELLED);
+  CHECK_RC(
+      E,
+      ar_engine_run_string(E,
+                           "for i = 1, 10 do async.spawn(op, NEVER, 0) end\n"
+                           "op(NEVER, 0)",
+                           "=stop"),
+      AR_ECANCELLED);
   CHECK_INT(C.cancelled, 11);
   CHECK_INT(ar_engine_tasks(E), 0);
   uv_close((uv_handle_t *)&stopper, NULL);
@@ -259,10 +281,12 @@ static void test_stop_and_free(void) {
   ar_engine_t *E2 = ar_engine_new(cfg);
   ar_config_free(cfg);
   ar_engine_register_function(E2, "op", l_op);
-  CHECK_RC(E2, ar_engine_start_string(E2,
-                                      "for i = 1, 10 do require('async').spawn(op, 4, 0) end\n"
-                                      "op(4, 0)",
-                                      NULL, NULL, NULL),
+  CHECK_RC(E2,
+           ar_engine_start_string(
+               E2,
+               "for i = 1, 10 do require('async').spawn(op, 4, 0) end\n"
+               "op(4, 0)",
+               NULL, NULL, NULL),
            0);
   uv_run(&loop, UV_RUN_NOWAIT);
   CHECK_INT(C.started, 22);

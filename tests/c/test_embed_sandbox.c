@@ -9,7 +9,8 @@ static ar_engine_t *engine_with(const char *const *rules) {
   CHECK(cfg != NULL);
   for (; *rules != NULL; rules++) {
     const char *r = *rules;
-    int rc = r[0] == '+' ? ar_config_allow(cfg, r + 1) : ar_config_deny(cfg, r + 1);
+    int rc =
+        r[0] == '+' ? ar_config_allow(cfg, r + 1) : ar_config_deny(cfg, r + 1);
     CHECK_RC(NULL, rc, 0);
   }
   ar_engine_t *E = ar_engine_new(cfg);
@@ -25,7 +26,8 @@ static void run_ok(ar_engine_t *E, const char *code) {
 
 static void test_default_opens_everything(void) {
   ar_engine_t *E = ar_engine_new(NULL);
-  run_ok(E, "assert(io and os and debug and string and table and math and utf8 and coroutine)\n"
+  run_ok(E, "assert(io and os and debug and string and table and math and utf8 "
+            "and coroutine)\n"
             "assert(os.exit and dofile and package.loadlib)\n"
             "assert(require('async').sleep)");
   ar_engine_free(E);
@@ -37,7 +39,8 @@ static void test_deny_libraries(void) {
   run_ok(E, "assert(io == nil and os == nil and debug == nil)\n"
             "assert(string and table and math)\n"
             "local ok, err = pcall(require, 'io')\n"
-            "assert(not ok and err:find(\"module 'io' is not available in this engine\"), err)\n"
+            "assert(not ok and err:find(\"module 'io' is not available in this "
+            "engine\"), err)\n"
             "assert(require('async').spawn)");
   ar_engine_free(E);
 }
@@ -49,7 +52,8 @@ static void test_deny_modules(void) {
   ar_engine_t *E = engine_with(rules);
   run_ok(E, "assert(require('async').sleep)\n"
             "local ok, err = pcall(require, 'async.http')\n"
-            "assert(not ok and err:find(\"module 'async.http' is not available\"), err)\n"
+            "assert(not ok and err:find(\"module 'async.http' is not "
+            "available\"), err)\n"
             "assert(require('cjson').encode({1}) == '[1]')");
   ar_engine_free(E);
 
@@ -71,8 +75,10 @@ static void test_deny_modules(void) {
 
   const char *rules3[] = {"-async", NULL};
   E = engine_with(rules3);
-  run_ok(E, "local ok, err = pcall(require, 'async')\n"
-            "assert(not ok and err:find(\"module 'async' is not available\"), err)");
+  run_ok(
+      E,
+      "local ok, err = pcall(require, 'async')\n"
+      "assert(not ok and err:find(\"module 'async' is not available\"), err)");
   ar_engine_free(E);
 }
 
@@ -82,29 +88,34 @@ static void test_allow_list(void) {
   const char *rules[] = {"-*", "+string", "+table", "+async", "+os", NULL};
   ar_engine_t *E = engine_with(rules);
   run_ok(E, "assert(string and table and os and os.time and os.exit)\n"
-            "assert(io == nil and debug == nil and math == nil and utf8 == nil and coroutine == nil)\n"
+            "assert(io == nil and debug == nil and math == nil and utf8 == nil "
+            "and coroutine == nil)\n"
             "assert(print and require and package)\n"
             "assert(require('async').now)");
   ar_engine_free(E);
 }
 
 static void test_deny_functions(void) {
-  const char *rules[] = {"-os.exit", "-os.execute", "-_G.dofile", "-_G.loadfile",
-                         "-package.loadlib", "-string.*", "+string.format", NULL};
+  const char *rules[] = {
+      "-os.exit",         "-os.execute", "-_G.dofile",     "-_G.loadfile",
+      "-package.loadlib", "-string.*",   "+string.format", NULL};
   ar_engine_t *E = engine_with(rules);
-  run_ok(E, "assert(os.exit == nil and os.execute == nil and os.time)\n"
-            "assert(dofile == nil and loadfile == nil and load)\n"
-            "assert(package.loadlib == nil)\n"
-            "assert(string.format and string.rep == nil and string.sub == nil)\n"
-            "assert(require('string') == string)");
+  run_ok(E,
+         "assert(os.exit == nil and os.execute == nil and os.time)\n"
+         "assert(dofile == nil and loadfile == nil and load)\n"
+         "assert(package.loadlib == nil)\n"
+         "assert(string.format and string.rep == nil and string.sub == nil)\n"
+         "assert(require('string') == string)");
   ar_engine_free(E);
 }
 
 static void test_bad_rules(void) {
   ar_config_t *cfg = ar_config_new();
-  const char *bad[] = {"", "io lib", ".io", "io.", "a..b", "*.x", "a.*.b", "io*", "x-y"};
+  const char *bad[] = {"",    "io lib", ".io", "io.", "a..b",
+                       "*.x", "a.*.b",  "io*", "x-y"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    if (ar_config_deny(cfg, bad[i]) != AR_EINVAL) FAIL_AT("accepted rule \"%s\"", bad[i]);
+    if (ar_config_deny(cfg, bad[i]) != AR_EINVAL)
+      FAIL_AT("accepted rule \"%s\"", bad[i]);
   CHECK_RC(NULL, ar_config_deny(cfg, NULL), AR_EINVAL);
   CHECK_RC(NULL, ar_config_deny(NULL, "io"), AR_EINVAL);
   CHECK_RC(NULL, ar_config_allow(cfg, "_G.print"), 0);

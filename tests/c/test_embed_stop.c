@@ -82,13 +82,15 @@ static void check_cleaned(ar_engine_t *E) {
   CHECK_INT(cancels, nops);
   CHECK_INT(double_cancels, 0);
   CHECK_INT(nops, (N - 2) / 3 + 2);
-  CHECK_RC(E, ar_engine_run_string(E,
-                                   "local async = require 'async'\n"
-                                   "assert(ready == 10000, ready)\n"
-                                   "assert(cleaned == 3333, cleaned)\n"
-                                   "local st = async.stats()\n"
-                                   "assert(st.tasks == 1 and st.timers == 0 and st.ready == 0)",
-                                   "=after"),
+  CHECK_RC(E,
+           ar_engine_run_string(
+               E,
+               "local async = require 'async'\n"
+               "assert(ready == 10000, ready)\n"
+               "assert(cleaned == 3333, cleaned)\n"
+               "local st = async.stats()\n"
+               "assert(st.tasks == 1 and st.timers == 0 and st.ready == 0)",
+               "=after"),
            0);
 }
 
@@ -99,7 +101,10 @@ static void test_blocking(void) {
   uv_timer_init(ar_engine_loop(E), &stopper);
   stopper.data = E;
   uv_timer_start(&stopper, stop_cb, 5, 5);
-  CHECK_RC(E, ar_engine_run_string(E, "function main(n) return load(script)(n) end", NULL), 0);
+  CHECK_RC(E,
+           ar_engine_run_string(
+               E, "function main(n) return load(script)(n) end", NULL),
+           0);
   lua_State *L = ar_engine_lua(E);
   lua_pushstring(L, script);
   lua_setglobal(L, "script");
@@ -131,14 +136,19 @@ static void test_started(void) {
   lua_State *L = ar_engine_lua(E);
   lua_pushstring(L, script);
   lua_setglobal(L, "script");
-  CHECK_RC(E, ar_engine_run_string(E, "function main(n) return load(script)(n) end", NULL), 0);
+  CHECK_RC(E,
+           ar_engine_run_string(
+               E, "function main(n) return load(script)(n) end", NULL),
+           0);
   struct done d = {0};
   lua_pushinteger(L, N);
   CHECK_RC(E, ar_engine_start_call(E, "main", 1, done_cb, &d), 0);
-  while (ar_engine_tasks(E) < N || nops < (N - 2) / 3 + 2) uv_run(ar_engine_loop(E), UV_RUN_NOWAIT);
+  while (ar_engine_tasks(E) < N || nops < (N - 2) / 3 + 2)
+    uv_run(ar_engine_loop(E), UV_RUN_NOWAIT);
   CHECK_INT(d.calls, 0);
   ar_engine_stop(E);
-  while (d.calls == 0) uv_run(ar_engine_loop(E), UV_RUN_ONCE);
+  while (d.calls == 0)
+    uv_run(ar_engine_loop(E), UV_RUN_ONCE);
   CHECK_RC(E, d.status, AR_ECANCELLED);
   check_cleaned(E);
   uv_close((uv_handle_t *)&device, NULL);
@@ -159,10 +169,14 @@ static void test_free(void) {
   lua_State *L = ar_engine_lua(E);
   lua_pushstring(L, script);
   lua_setglobal(L, "script");
-  CHECK_RC(E, ar_engine_run_string(E, "function main(n) return load(script)(n) end", NULL), 0);
+  CHECK_RC(E,
+           ar_engine_run_string(
+               E, "function main(n) return load(script)(n) end", NULL),
+           0);
   lua_pushinteger(L, N);
   CHECK_RC(E, ar_engine_start_call(E, "main", 1, NULL, NULL), 0);
-  while (ar_engine_tasks(E) < N) uv_run(&loop, UV_RUN_NOWAIT);
+  while (ar_engine_tasks(E) < N)
+    uv_run(&loop, UV_RUN_NOWAIT);
   ar_engine_free(E);
   CHECK_INT(cancels, nops);
   CHECK_INT(double_cancels, 0);

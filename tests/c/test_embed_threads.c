@@ -64,16 +64,18 @@ static void *thread_main(void *arg) {
   ar_engine_register_function(E, "double", l_double);
   pthread_barrier_wait(&all_created);
   lua_State *L = ar_engine_lua(E);
-  if (ar_engine_run_string(E,
-                           "local async = require 'async'\n"
-                           "function work(id, round)\n"
-                           "  local fns = {}\n"
-                           "  for i = 1, 20 do fns[i] = function() async.sleep(0) return double(id * 1000 + i) end end\n"
-                           "  local sum = 0\n"
-                           "  for _, v in ipairs(async.gather(fns)) do sum = sum + v end\n"
-                           "  return sum + round\n"
-                           "end",
-                           "=thread") != 0) {
+  if (ar_engine_run_string(
+          E,
+          "local async = require 'async'\n"
+          "function work(id, round)\n"
+          "  local fns = {}\n"
+          "  for i = 1, 20 do fns[i] = function() async.sleep(0) return "
+          "double(id * 1000 + i) end end\n"
+          "  local sum = 0\n"
+          "  for _, v in ipairs(async.gather(fns)) do sum = sum + v end\n"
+          "  return sum + round\n"
+          "end",
+          "=thread") != 0) {
     j->failures++;
     snprintf(j->msg, sizeof j->msg, "%s", ar_engine_error(E));
   }
@@ -104,10 +106,12 @@ int main(void) {
     jobs[i].id = i + 1;
     CHECK_INT(pthread_create(&th[i], NULL, thread_main, &jobs[i]), 0);
   }
-  for (int i = 0; i < THREADS; i++) CHECK_INT(pthread_join(th[i], NULL), 0);
+  for (int i = 0; i < THREADS; i++)
+    CHECK_INT(pthread_join(th[i], NULL), 0);
   pthread_barrier_destroy(&all_created);
   for (int i = 0; i < THREADS; i++) {
-    if (jobs[i].failures) FAIL_AT("thread %d: %d failures: %s", i, jobs[i].failures, jobs[i].msg);
+    if (jobs[i].failures)
+      FAIL_AT("thread %d: %d failures: %s", i, jobs[i].failures, jobs[i].msg);
     /* sum over rounds of (sum_i 2 * (id * 1000 + i) + round) */
     long long per_round = 2LL * (20LL * jobs[i].id * 1000 + 210);
     long long want = ROUNDS * per_round + (ROUNDS - 1) * ROUNDS / 2;

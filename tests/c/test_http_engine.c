@@ -19,21 +19,21 @@
 #include "check.h"
 
 /* For set-up steps the rest of the test cannot do without. */
-#define REQUIRE(cond)                                                    \
-  do {                                                                   \
-    if (!(cond)) {                                                       \
-      fprintf(stderr, "%s:%d: required: %s\n", __FILE__, __LINE__, #cond); \
-      exit(1);                                                           \
-    }                                                                    \
+#define REQUIRE(cond)                                                          \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "%s:%d: required: %s\n", __FILE__, __LINE__, #cond);     \
+      exit(1);                                                                 \
+    }                                                                          \
   } while (0)
 
-#define CHECK_RC(E, rc)                                                  \
-  do {                                                                   \
-    int rc_ = (rc);                                                      \
-    CHECK(rc_ == 0);                                                     \
-    if (rc_ != 0)                                                        \
-      fprintf(stderr, "%s:%d: engine failed (%s): %s\n", __FILE__, __LINE__, \
-              ar_strerror(rc_), ar_engine_error(E));                     \
+#define CHECK_RC(E, rc)                                                        \
+  do {                                                                         \
+    int rc_ = (rc);                                                            \
+    CHECK(rc_ == 0);                                                           \
+    if (rc_ != 0)                                                              \
+      fprintf(stderr, "%s:%d: engine failed (%s): %s\n", __FILE__, __LINE__,   \
+              ar_strerror(rc_), ar_engine_error(E));                           \
   } while (0)
 
 static int silent_port; /* listens, never accepts */
@@ -78,7 +78,8 @@ static const char *const busy_script =
     "local tasks = {}\n"
     "for i = 1, 20 do\n"
     "  tasks[#tasks + 1] = async.spawn(function()\n"
-    "    local ok, e = pcall(http.get, 'http://127.0.0.1:%d/', {timeout = 0.2})\n"
+    "    local ok, e = pcall(http.get, 'http://127.0.0.1:%d/', {timeout = "
+    "0.2})\n"
     "    assert(not ok and e.kind == 'timeout', tostring(e))\n"
     "  end)\n"
     "  tasks[#tasks + 1] = async.spawn(function()\n"
@@ -130,22 +131,21 @@ static void test_free_with_transfers_in_flight(void) {
   ar_engine_t *E = ar_engine_new(cfg);
   ar_config_free(cfg);
   REQUIRE(E != NULL);
-  run(E,
-      "local async = require 'async'\n"
-      "local http = require 'async.http'\n"
-      "local s = http.session({max_connections = 10})\n"
-      "for i = 1, 30 do async.spawn(function() s:get('http://127.0.0.1:%d/') end) end\n"
-      "async.sleep(0.1)\n"
-      "assert(http.stats().active == 10 and s.waiting == 20)\n");
+  run(E, "local async = require 'async'\n"
+         "local http = require 'async.http'\n"
+         "local s = http.session({max_connections = 10})\n"
+         "for i = 1, 30 do async.spawn(function() "
+         "s:get('http://127.0.0.1:%d/') end) end\n"
+         "async.sleep(0.1)\n"
+         "assert(http.stats().active == 10 and s.waiting == 20)\n");
   /* A second run may start requests again, then the engine goes away
    * while one is still running (its task is cancelled in ar_engine_free). */
-  run(E,
-      "local async = require 'async'\n"
-      "local http = require 'async.http'\n"
-      "assert(http.stats().active == 0)\n"
-      "async.spawn(function() http.get('http://127.0.0.1:%d/') end)\n"
-      "async.sleep(0.05)\n"
-      "assert(http.stats().active == 1)\n");
+  run(E, "local async = require 'async'\n"
+         "local http = require 'async.http'\n"
+         "assert(http.stats().active == 0)\n"
+         "async.spawn(function() http.get('http://127.0.0.1:%d/') end)\n"
+         "async.sleep(0.05)\n"
+         "assert(http.stats().active == 1)\n");
   ar_engine_free(E);
   /* Every handle the engine (and curl through it) opened is closed. */
   CHECK_INT(uv_run(&loop, UV_RUN_NOWAIT), 0);
@@ -157,10 +157,9 @@ static void test_free_with_transfers_in_flight(void) {
 static void test_no_request_no_multi(void) {
   ar_engine_t *E = ar_engine_new(NULL);
   REQUIRE(E != NULL);
-  run(E,
-      "local http = require 'async.http'\n"
-      "local st = http.stats()\n"
-      "assert(st.active == 0 and st.handles == 0)\n");
+  run(E, "local http = require 'async.http'\n"
+         "local st = http.stats()\n"
+         "assert(st.active == 0 and st.handles == 0)\n");
   ar_engine_free(E);
 }
 

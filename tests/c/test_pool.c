@@ -7,7 +7,8 @@
 #include "internal.h"
 
 static void fill(unsigned char *b, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; i++) b[i] = (unsigned char)(seed + i);
+  for (size_t i = 0; i < n; i++)
+    b[i] = (unsigned char)(seed + i);
 }
 
 static int same(const unsigned char *b, size_t n, unsigned seed) {

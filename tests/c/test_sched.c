@@ -35,10 +35,12 @@ static void test_heap_order(void) {
     timers[i].seconds = (rand() % 40) / 1000.0; /* many ties */
     timers[i].armed_at = uv_hrtime();
     ar__timer_init(&timers[i].t);
-    CHECK_INT(ar__timer_start(E, &timers[i].t, timers[i].seconds, ttimer_cb), 0);
+    CHECK_INT(ar__timer_start(E, &timers[i].t, timers[i].seconds, ttimer_cb),
+              0);
   }
   /* Stop every fifth: stopped timers must never fire. */
-  for (int i = 0; i < NTIMERS; i += 5) ar__timer_stop(E, &timers[i].t);
+  for (int i = 0; i < NTIMERS; i += 5)
+    ar__timer_stop(E, &timers[i].t);
   uv_run(ar_engine_loop(E), UV_RUN_DEFAULT);
   CHECK_INT(nfired, NTIMERS - NTIMERS / 5);
   CHECK_INT(early, 0);
@@ -56,7 +58,9 @@ static void test_heap_order(void) {
 
 static void test_outcomes(void) {
   ar_engine_t *E = ar_engine_new(NULL);
-  CHECK_INT(ar_engine_run_string(E, "local a = require 'async' a.sleep(0.01)", "=ok"), 0);
+  CHECK_INT(
+      ar_engine_run_string(E, "local a = require 'async' a.sleep(0.01)", "=ok"),
+      0);
   CHECK_INT(ar_engine_run_string(E, "error('bad thing')", "=t"), AR_ERUNTIME);
   CHECK_STR_CONTAINS(ar_engine_error(E), "t:1: bad thing");
   CHECK_STR_CONTAINS(ar_engine_error(E), "stack traceback");
@@ -64,11 +68,16 @@ static void test_outcomes(void) {
   CHECK_STR_CONTAINS(ar_engine_error(E), "syn:1:");
   CHECK_INT(ar_engine_run_file(E, "/nonexistent/x.lua", 0, NULL), AR_EFILE);
   CHECK_STR_CONTAINS(ar_engine_error(E), "cannot open /nonexistent/x.lua");
-  CHECK_INT(ar_engine_run_string(E,
-      "local a = require 'async' local me = a.current() "
-      "a.spawn(function() me:await() end):await()", "=dl"), AR_EDEADLOCK);
+  CHECK_INT(
+      ar_engine_run_string(E,
+                           "local a = require 'async' local me = a.current() "
+                           "a.spawn(function() me:await() end):await()",
+                           "=dl"),
+      AR_EDEADLOCK);
   /* The engine is still usable after each failure. */
-  CHECK_INT(ar_engine_run_string(E, "assert(require('async').stats().tasks == 1)", "=again"), 0);
+  CHECK_INT(ar_engine_run_string(
+                E, "assert(require('async').stats().tasks == 1)", "=again"),
+            0);
   CHECK_INT(ar_engine_run_string(NULL, "x", "=n"), AR_EINVAL);
   ar_engine_free(E);
 }
@@ -85,9 +94,10 @@ static void test_stop(void) {
   uv_timer_start(&timer, stop_cb, 20, 0);
   uint64_t t0 = uv_hrtime();
   int rc = ar_engine_run_string(E,
-      "local a = require 'async' "
-      "for i = 1, 10000 do a.spawn(a.sleep, 60) end "
-      "a.sleep(60)", "=stop");
+                                "local a = require 'async' "
+                                "for i = 1, 10000 do a.spawn(a.sleep, 60) end "
+                                "a.sleep(60)",
+                                "=stop");
   CHECK_INT(rc, AR_ECANCELLED);
   CHECK((uv_hrtime() - t0) < 5000000000ull);
   CHECK_INT(E->ntasks, 0);
@@ -106,8 +116,11 @@ static void test_two_engines_one_loop(void) {
   ar_engine_t *a = ar_engine_new(cfg), *b = ar_engine_new(cfg);
   ar_config_free(cfg);
   CHECK(a != NULL && b != NULL);
-  CHECK_INT(ar_engine_run_string(a, "X = 1 require('async').sleep(0.01)", "=a"), 0);
-  CHECK_INT(ar_engine_run_string(b, "assert(X == nil) require('async').sleep(0.01)", "=b"), 0);
+  CHECK_INT(ar_engine_run_string(a, "X = 1 require('async').sleep(0.01)", "=a"),
+            0);
+  CHECK_INT(ar_engine_run_string(
+                b, "assert(X == nil) require('async').sleep(0.01)", "=b"),
+            0);
   ar_engine_free(a);
   ar_engine_free(b);
   uv_run(&loop, UV_RUN_DEFAULT); /* the engines' handles close */

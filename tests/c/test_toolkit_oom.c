@@ -22,7 +22,8 @@ static const char script[] =
     "local s = async.semaphore(2)\n"
     "local e = async.event()\n"
     "local r = async.map(function(x) return s:with(function()\n"
-    "  async.sleep(0) return x * 2 end) end, { 1, 2, 3, 4, 5, 6 }, { concurrency = 3 })\n"
+    "  async.sleep(0) return x * 2 end) end, { 1, 2, 3, 4, 5, 6 }, { "
+    "concurrency = 3 })\n"
     "assert(r[6] == 12)\n"
     "local ok = pcall(async.group, function(g)\n"
     "  for i = 1, 5 do g:spawn(function() e:wait() end) end\n"
@@ -32,9 +33,11 @@ static const char script[] =
     "local rl = async.rate_limiter(3, 0.001)\n"
     "for i = 1, 6 do rl:acquire() end\n"
     "local n = 0\n"
-    "assert(async.retry(function() n = n + 1 if n < 3 then error('x') end return n end,\n"
+    "assert(async.retry(function() n = n + 1 if n < 3 then error('x') end "
+    "return n end,\n"
     "                   { delay = 0 }) == 3)\n"
-    "async.group(function(g) for i = 1, 20 do g:spawn(async.sleep, 0) end end)\n";
+    "async.group(function(g) for i = 1, 20 do g:spawn(async.sleep, 0) end "
+    "end)\n";
 
 static int run_with_cap(size_t extra, int *rc) {
   ar_engine_t *E = ar_engine_new(NULL);

@@ -19,18 +19,22 @@ static const char script[] =
     "  local v = q:get() if v == nil then return s end s = s + v end end)\n"
     "for i = 1, 10 do q:put(i) end q:close()\n"
     "assert(c:await() == 55)\n"
-    "local r = async.map(function(x) async.sleep(0) return x * 2 end, { 1, 2, 3 })\n"
+    "local r = async.map(function(x) async.sleep(0) return x * 2 end, { 1, 2, "
+    "3 })\n"
     "assert(r[3] == 6 and r.n == 3)\n"
     "local s, e, l = async.semaphore(1), async.event(), async.lock()\n"
-    "assert(s:with(function() return l:with(function() return 1 end) end) == 1)\n"
+    "assert(s:with(function() return l:with(function() return 1 end) end) == "
+    "1)\n"
     "e:set() assert(e:wait())\n"
     "local rl = async.rate_limiter(2, 0.01)\n"
     "for i = 1, 4 do rl:acquire() end\n"
-    "assert(async.group(function(g) g:spawn(async.sleep, 0) return 'ok' end) == 'ok')\n";
+    "assert(async.group(function(g) g:spawn(async.sleep, 0) return 'ok' end) "
+    "== 'ok')\n";
 
 int main(void) {
   ar_config_t *cfg = ar_config_new();
-  if (cfg == NULL || ar_config_deny(cfg, "*") != 0 || ar_config_allow(cfg, "async") != 0) {
+  if (cfg == NULL || ar_config_deny(cfg, "*") != 0 ||
+      ar_config_allow(cfg, "async") != 0) {
     fprintf(stderr, "config failed\n");
     return 1;
   }
@@ -42,7 +46,8 @@ int main(void) {
   }
   int rc = ar_engine_run_string(E, script, "=sandbox");
   if (rc != 0) {
-    fprintf(stderr, "sandboxed toolkit script failed: %s\n", ar_engine_error(E));
+    fprintf(stderr, "sandboxed toolkit script failed: %s\n",
+            ar_engine_error(E));
     ar_engine_free(E);
     printf("0 passed, 1 failed\n");
     return 1;
