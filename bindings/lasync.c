@@ -1,6 +1,7 @@
 /* The "async" module: sleep, spawn, gather, wait_for, clocks. Everything
  * here suspends through ar__task_suspend, so every wait is cancellable. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -254,10 +255,8 @@ static int l_timestamp(lua_State *L) {
   time_t secs = (time_t)tv.tv_sec;
   localtime_r(&secs, &tm);
   size_t len = strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  lua_pushfstring(L, "%s.%d%d%d", buf, (int)(tv.tv_usec / 100000),
-                  (int)(tv.tv_usec / 10000 % 10),
-                  (int)(tv.tv_usec / 1000 % 10));
-  (void)len;
+  snprintf(buf + len, sizeof buf - len, ".%03d", (int)(tv.tv_usec / 1000));
+  lua_pushstring(L, buf);
   return 1;
 }
 

@@ -685,22 +685,27 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
   return ar__task_suspend(L, t, req_cancel, r, request_k, ridx);
 }
 
-/* http.get(url, opts), http.post(url, opts), http.request(opts): the
- * default session's. */
-static int l_get(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TSTRING);
-  int opts = check_opts(L, 2);
-  lua_settop(L, 2);
-  push_default_session(L);
-  return do_request(L, 3, 1, opts, "GET", "http.get");
+/* get and post, on a session (self at 1, the URL at 2) or on the default
+ * session (the URL at 1): the same checks, then do_request. */
+static int url_request(lua_State *L, int on_session, const char *method,
+                       const char *name) {
+  int url = on_session ? 2 : 1, sidx = 1;
+  if (on_session) check_session(L, 1);
+  luaL_checktype(L, url, LUA_TSTRING);
+  int opts = check_opts(L, url + 1);
+  lua_settop(L, url + 1);
+  if (!on_session) {
+    push_default_session(L);
+    sidx = 3;
+  }
+  return do_request(L, sidx, url, opts, method, name);
 }
 
+/* http.get(url, opts), http.post(url, opts), http.request(opts): the
+ * default session's. */
+static int l_get(lua_State *L) { return url_request(L, 0, "GET", "http.get"); }
 static int l_post(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TSTRING);
-  int opts = check_opts(L, 2);
-  lua_settop(L, 2);
-  push_default_session(L);
-  return do_request(L, 3, 1, opts, "POST", "http.post");
+  return url_request(L, 0, "POST", "http.post");
 }
 
 static int l_request(lua_State *L) {
@@ -712,19 +717,10 @@ static int l_request(lua_State *L) {
 
 /* s:get(url, opts), s:post(url, opts), s:request(opts) */
 static int s_get(lua_State *L) {
-  check_session(L, 1);
-  luaL_checktype(L, 2, LUA_TSTRING);
-  int opts = check_opts(L, 3);
-  lua_settop(L, 3);
-  return do_request(L, 1, 2, opts, "GET", "session:get");
+  return url_request(L, 1, "GET", "session:get");
 }
-
 static int s_post(lua_State *L) {
-  check_session(L, 1);
-  luaL_checktype(L, 2, LUA_TSTRING);
-  int opts = check_opts(L, 3);
-  lua_settop(L, 3);
-  return do_request(L, 1, 2, opts, "POST", "session:post");
+  return url_request(L, 1, "POST", "session:post");
 }
 
 static int s_request(lua_State *L) {

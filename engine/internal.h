@@ -82,10 +82,9 @@ typedef enum {
 
 /* How a woken task is resumed. */
 typedef enum {
-  AR__RAISE_NONE,      /* with the values pushed on co */
-  AR__RAISE_VALUE,     /* raise the value on top of co */
-  AR__RAISE_CANCELLED, /* raise a fresh "cancelled" error */
-  AR__RAISE_TIMEOUT    /* raise a fresh "timeout" error */
+  AR__RAISE_NONE,     /* with the values pushed on co */
+  AR__RAISE_VALUE,    /* raise the value on top of co */
+  AR__RAISE_CANCELLED /* raise a fresh "cancelled" error */
 } ar__raise_t;
 
 /* A hook called when a task ends: how await, gather and wait_for learn of

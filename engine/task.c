@@ -103,9 +103,6 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx) {
   case AR__RAISE_CANCELLED:
     t->k = NULL;
     return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
-  case AR__RAISE_TIMEOUT:
-    t->k = NULL;
-    return ar__error_raise(L, "timeout", "timed out");
   default: break;
   }
   if (t->k != NULL) {
