@@ -70,8 +70,8 @@ t.name = "fetcher"
 async.sleep(0.01)
 print("main goes on")
 LUA
-expect "an unawaited failure is reported and the run goes on" 0 "task [0-9]+ \(fetcher\) failed: unawaited.lua:2: lost failure" -- "$AR" unawaited.lua
-expect "... and main still finishes" 0 "^main goes on$" -- "$AR" unawaited.lua
+expect "an unawaited failure is reported and the run goes on (exit 1)" 1 "task [0-9]+ \(fetcher\) failed: unawaited.lua:2: lost failure" -- "$AR" unawaited.lua
+expect "... and main still finishes" 1 "^main goes on$" -- "$AR" unawaited.lua
 
 cat > leftover.lua <<'LUA'
 local async = require "async"
