@@ -113,8 +113,11 @@ local function validate(file, desc)
       if spec.timeout ~= nil and (type(spec.timeout) ~= "number" or spec.timeout <= 0) then
         problem("task '%s': timeout must be a number of seconds > 0", name)
       end
-      if spec.retries ~= nil and (math.type(spec.retries) ~= "integer" or spec.retries < 0) then
-        problem("task '%s': retries must be an integer >= 0", name)
+      -- JSON numbers come as floats: 1.0 counts as the integer 1.
+      if spec.retries ~= nil then
+        local n = math.tointeger(spec.retries)
+        if n == nil or n < 0 then problem("task '%s': retries must be an integer >= 0", name) end
+        t.retries = n
       end
       if spec.after ~= nil and type(spec.after) ~= "table" then
         problem("task '%s': after must be a list of task names", name)
@@ -182,8 +185,8 @@ local function execute(t, inputs)
     if spec.timeout then return async.wait_for(function() return t.fn(inputs) end, spec.timeout) end
     return t.fn(inputs)
   end
-  if (spec.retries or 0) > 0 then
-    return async.retry(once, { retries = spec.retries, delay = spec.retry_delay or 0.1 })
+  if (t.retries or 0) > 0 then
+    return async.retry(once, { retries = t.retries, delay = 0.1 })
   end
   return once()
 end
@@ -207,7 +210,11 @@ function script.run(o)
   local desc, err = load_description(file)
   if desc == nil then reject(file, { err }) end
   local tasks = validate(file, desc)
-  local parallel = o.parallel or (math.type(desc.parallel) == "integer" and desc.parallel > 0 and desc.parallel) or 4
+  local parallel = o.parallel or 4
+  if not o.parallel and desc.parallel ~= nil then
+    parallel = math.tointeger(desc.parallel)
+    if parallel == nil or parallel < 1 then reject(file, { "parallel must be an integer >= 1" }) end
+  end
 
   kit.heading(o, script.title)
   o.show("%d tasks from %s, at most %d at once", #tasks, file, parallel)
