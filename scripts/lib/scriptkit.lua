@@ -118,6 +118,7 @@ function M.parse(script, argv)
     i = i + 1
   end
   local nargs = #o.args
+  if o.help then return o end
   if nargs < (script.min_args or 0) then
     M.usage_error(script, "missing argument %s", script.args or "")
   elseif nargs > (script.max_args or 0) then

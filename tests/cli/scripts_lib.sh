@@ -58,7 +58,7 @@ empty() {
 # field FILE PATTERN: the first number after the ERE's match, on the first
 # matching line ("sequential: 9.95 s" with pattern "^sequential: " gives 9.95).
 field() {
-  grep -Em1 -- "$2" "$1" | sed -E "s/.*$2//" | grep -Eo -- '-?[0-9]+(\.[0-9]+)?' | head -1
+  grep -Em1 -- "$2" "$1" | sed -E "s#.*$2##" | grep -Eo -- '-?[0-9]+(\.[0-9]+)?' | head -1
 }
 
 # between NAME VALUE LO HI: LO <= VALUE <= HI (decimals).
