@@ -39,14 +39,14 @@ status_is full 0
 count_is "six requests, twice" full.out "^  GET /(delay/[123]|json|uuid|headers) " 12
 for n in 1 2 3; do
   count_is "/delay/$n answers 200, twice" full.out "^  GET /delay/$n +200 in " 2
-  between "/delay/$n takes $n s" "$(field full.out "^  GET /delay/$n +200 in ")" "$n" "$n.6"
+  between "/delay/$n takes $n s" "$(field full.out "^  GET /delay/$n +200 in ")" "$n" "$n.8"
 done
 count_is "/json is either served or reported missing" full.out \
   "^  GET /json +(200 in [0-9.]+ s \(JSON|404 in [0-9.]+ s \(not found: this server has no such endpoint\))" 2
 count_is "/headers shows what the server saw" full.out "^  GET /headers +200 in [0-9.]+ s \(server saw User-Agent: asyncrun/" 2
-between "one after another: 1 + 2 + 3 s and a little" "$(field full.out '^sequential: ')" 6.0 7.5
-between "all at once: the longest, 3 s" "$(field full.out '^concurrent: ')" 3.0 4.0
-between "speed-up" "$(field full.out '^speed-up: ')" 1.6 2.1
+between "one after another: 1 + 2 + 3 s and a little" "$(field full.out '^sequential: ')" 6.0 8.0
+between "all at once: the longest, 3 s" "$(field full.out '^concurrent: ')" 3.0 4.5
+between "speed-up" "$(field full.out '^speed-up: ')" 1.4 2.1
 empty "full: nothing on stderr" full.err
 
 # Without --base-url: the local service, when asyncrun has a server.
