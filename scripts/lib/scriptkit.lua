@@ -48,6 +48,7 @@ function M.help(script)
   for _, o in ipairs(COMMON) do all[#all + 1] = o end
   for _, o in ipairs(all) do
     local left = "--" .. o[1] .. (o[2] and " " .. o[2] or "")
+    if o[1] == "quiet" or o[1] == "help" then left = left .. ", -" .. o[1]:sub(1, 1) end
     lines[#lines + 1] = format("  %-20s %s", left, o[3])
   end
   return concat(lines, "\n") .. "\n"

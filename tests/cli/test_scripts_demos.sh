@@ -16,6 +16,11 @@ rel=$?
 [ $rel = 0 ] && ok "a script runs from its own directory by a relative path" \
   || bad "a script runs from its own directory" "exit $rel: $(cat retry_rel.out)"
 has "... with the options it was given" retry_rel.out "^  gave up after 2 attempt\(s\)"
+# When require does search the script's directory (as the engine will), the
+# scripts still find scripts/lib, once.
+LUA_PATH_5_4="$SCRIPTS/?.lua;$SCRIPTS/lib/?.lua;;" "$AR" "$SCRIPTS/retry.lua" --help > help_path.out 2>&1 \
+  && grep -q "^usage: asyncrun scripts/retry.lua" help_path.out \
+  && ok "scripts/lib already on package.path is fine" || bad "scripts/lib on package.path" "$(cat help_path.out)"
 
 # simple_tasks, seed 3: sleeps of 2.89, 1.19, 0.67, 1.31 and 1.29 s.
 finish simple
