@@ -46,7 +46,7 @@ count_is "/json is either served or reported missing" full.out \
 count_is "/headers shows what the server saw" full.out "^  GET /headers +200 in [0-9.]+ s \(server saw User-Agent: asyncrun/" 2
 between "one after another: 1 + 2 + 3 s and a little" "$(field full.out '^sequential: ')" 6.0 8.0
 between "all at once: the longest, 3 s" "$(field full.out '^concurrent: ')" 3.0 4.5
-between "speed-up" "$(field full.out '^speed-up: ')" 1.4 2.1
+between "speed-up" "$(field full.out '^speed-up: ')" 1.4 2.6
 empty "full: nothing on stderr" full.err
 
 # Without --base-url: the local service, when asyncrun has a server.
