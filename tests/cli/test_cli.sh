@@ -138,9 +138,5 @@ kill -INT "$pid"; sleep 0.2; kill -INT "$pid" 2>/dev/null
 wait "$pid"; status=$?
 [ "$status" = 130 ] && ok "a second Ctrl-C exits at once" || bad "a second Ctrl-C exits at once" "exit $status"
 
-if [ -n "${AR_TEST_DIR:-}" ]; then
-  expect "the main job sweeps its fleet: 10 up, 2 down" 0 "^10 up, 2 down in 1\.[0-9]+ s" -- "$AR" "$AR_TEST_DIR/../scripts/main.lua"
-fi
-
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
