@@ -1,6 +1,6 @@
 /* The "async.http" module: requests as cancellable waits on the engine's
  * one CURLM (engine/http.c), sessions with connection limits, responses as
- * tables, JSON through the lua-cjson linked into the engine.
+ * tables, JSON through async.json (bindings/json.h).
  *
  * A request is a userdata on the calling task's stack (so the task anchors
  * it and everything it points at) holding the engine's ar__http_req_t. The
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "json.h"
 #include "modules.h"
 
 #define SESSION_MT "asyncrun.http.session"
@@ -382,9 +383,7 @@ static void push_query(lua_State *L, int idx) {
     lua_pushvalue(L, -1);
     lua_rawseti(L, keys, ++n);
   }
-  lua_getglobal(L, "table");
-  lua_getfield(L, -1, "sort");
-  lua_remove(L, -2);
+  lua_pushvalue(L, lua_upvalueindex(1)); /* table.sort, captured at load */
   lua_pushvalue(L, keys);
   lua_call(L, 1, 0);
   /* Flattened to key, value, key, value... as strings, so the buffer below
@@ -615,13 +614,12 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
   lua_settop(L, top);
   if (uidx == 0) lua_pop(L, 1);
 
-  /* The body: a string, or a table encoded as JSON (upvalue 1). */
+  /* The body: a string, or a value encoded as JSON. */
   int has_json = 0;
   if (opts != 0) {
     if (lua_getfield(L, opts, "json") != LUA_TNIL) {
-      lua_pushvalue(L, lua_upvalueindex(1));
-      lua_insert(L, -2);
-      lua_call(L, 1, 1);
+      ar__json_encode(L, -1);
+      lua_remove(L, -2);
       has_json = 1;
     } else {
       lua_pop(L, 1);
@@ -769,27 +767,37 @@ static int resp_ok(lua_State *L) {
   return 1;
 }
 
-/* resp:json(): the body decoded (upvalue 2 is cjson.decode); invalid JSON
- * raises kind "json" with the URL and the position cjson reports. */
+/* resp:json(): the body decoded by async.json; a body that is not JSON
+ * raises kind "json" naming the URL, the status, the content type and the
+ * position, as an HTML error page is the usual reason. */
 static int resp_json(lua_State *L) {
+  size_t len;
+  ar__json_error_t err;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(2));
   if (lua_getfield(L, 1, "body") != LUA_TSTRING)
     return luaL_error(L, "response has no body string");
-  if (lua_pcall(L, 1, 1, 0) == LUA_OK) return 1;
-  const char *msg = lua_tostring(L, -1);
-  if (msg == NULL) return lua_error(L); /* not cjson's: pass it on */
+  const char *body = lua_tolstring(L, 2, &len);
+  if (ar__json_decode(L, body, len, &err) == 0) return 1;
   lua_getfield(L, 1, "url");
-  const char *url = lua_tostring(L, -1);
-  ar__error_push(L, "json", "%s: invalid JSON: %s", url ? url : "?", msg);
-  const char *at = strstr(msg, "at character ");
-  if (at != NULL) {
-    lua_pushinteger(L, strtol(at + 13, NULL, 10));
-    lua_setfield(L, -2, "position");
-  }
-  lua_pushvalue(L, -2);
+  lua_getfield(L, 1, "status");
+  lua_getfield(L, 1, "headers");
+  const char *ctype = NULL;
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "content-type") == LUA_TSTRING)
+    ctype = lua_tostring(L, -1);
+  const char *url = lua_tostring(L, 3);
+  ar__error_push(L, "json",
+                 "%s: status %I, content-type %s: invalid JSON at "
+                 "position %I: %s",
+                 url ? url : "?", (lua_Integer)lua_tointeger(L, 4),
+                 ctype ? ctype : "(none)", (lua_Integer)err.position,
+                 err.message);
+  lua_pushinteger(L, (lua_Integer)err.position);
+  lua_setfield(L, -2, "position");
+  lua_pushvalue(L, 3);
   lua_setfield(L, -2, "url");
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "status");
   ar__error_locate(L, 1);
   return lua_error(L);
 }
@@ -797,8 +805,9 @@ static int resp_json(lua_State *L) {
 /* ---- stats and the module
  * -------------------------------------------------------- */
 
-/* http.stats() -> {active, sockets, pooled, handles}: what the tests use
- * to show nothing is left behind. */
+/* http.stats() -> {active, sockets, pooled, handles, owned, stale,
+ * multi_errors}: what the tests use to show nothing is left behind and the
+ * socket invariant holds (stale is always 0). */
 static int l_stats(lua_State *L) {
   ar__http_stats_t st;
   ar__http_stats(multi_peek(L), &st);
@@ -811,15 +820,23 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "pooled");
   lua_pushinteger(L, st.handles);
   lua_setfield(L, -2, "handles");
+  lua_pushinteger(L, st.owned);
+  lua_setfield(L, -2, "owned");
+  lua_pushinteger(L, st.stale + st.violations);
+  lua_setfield(L, -2, "stale");
+  lua_pushinteger(L, st.unannounced);
+  lua_setfield(L, -2, "unannounced");
+  lua_pushinteger(L, st.multi_errors);
+  lua_setfield(L, -2, "multi_errors");
   return 1;
 }
 
-/* Registers funcs into the table on top, each with cjson's encode and
- * decode (at enc, enc + 1) as upvalues 1 and 2. */
-static void set_funcs(lua_State *L, const luaL_Reg *funcs, int enc) {
-  lua_pushvalue(L, enc);
-  lua_pushvalue(L, enc + 1);
-  luaL_setfuncs(L, funcs, 2);
+/* Registers funcs into the table on top, each with table.sort (at sort)
+ * as upvalue 1: captured at load, so that a script that removes or
+ * replaces the global `table` cannot break a request. */
+static void set_funcs(lua_State *L, const luaL_Reg *funcs, int sort) {
+  lua_pushvalue(L, sort);
+  luaL_setfuncs(L, funcs, 1);
 }
 
 int luaopen_async_http(lua_State *L) {
@@ -831,11 +848,14 @@ int luaopen_async_http(lua_State *L) {
   static const luaL_Reg response_methods[] = {
       {"json", resp_json}, {"ok", resp_ok}, {NULL, NULL}};
 
-  luaL_requiref(L, "cjson", luaopen_cjson, 0);
-  lua_getfield(L, -1, "encode");
-  lua_getfield(L, -2, "decode");
-  lua_remove(L, -3);
-  int enc = lua_gettop(L) - 1;
+  /* From package.loaded, not the global, which a sandbox may have taken. */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "table") != LUA_TTABLE ||
+      lua_getfield(L, -1, "sort") != LUA_TFUNCTION)
+    return luaL_error(L, "async.http needs the table library (table.sort)");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  int sort = lua_gettop(L);
 
   luaL_newmetatable(L, MULTI_MT);
   lua_pushcfunction(L, multi_gc);
@@ -849,7 +869,7 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_newmetatable(L, SESSION_MT);
   lua_newtable(L);
-  set_funcs(L, session_methods, enc);
+  set_funcs(L, session_methods, sort);
   lua_pushcclosure(L, session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_gc);
@@ -860,11 +880,11 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_newmetatable(L, RESPONSE_MT);
   lua_newtable(L);
-  set_funcs(L, response_methods, enc);
+  set_funcs(L, response_methods, sort);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
   lua_newtable(L);
-  set_funcs(L, funcs, enc);
+  set_funcs(L, funcs, sort);
   return 1;
 }

@@ -69,6 +69,9 @@ struct ar__http_req_s {
   uint8_t too_large;
   uint8_t verify_tls;
   uint8_t headers_owned; /* headers is ours to free */
+  uint8_t nomem;         /* failed for want of memory on our side */
+  uint8_t aborted;       /* ended by ar__http_abort or ar__http_close */
+  uint8_t resent;        /* times sent again on a fresh connection */
   uint64_t seq;          /* FIFO order among waiters */
 
   /* What to send (borrowed unless said otherwise). */
@@ -147,6 +150,13 @@ typedef struct {
   int sockets; /* sockets curl watches (idle connections are not) */
   int pooled;  /* idle easy handles kept for reuse */
   int handles; /* uv handles of this module not through their close cb */
+  int owned;   /* connection sockets open (made by the module for curl) */
+  /* The socket-ownership invariant (engine/http.c, sock_t): owned polls
+   * whose descriptor is no longer their socket, now and ever. Both 0. */
+  int stale;
+  int violations;
+  int unannounced;  /* owned sockets curl closed without telling (7.88) */
+  int multi_errors; /* curl_multi_socket_action calls that failed */
 } ar__http_stats_t;
 void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st);
 
