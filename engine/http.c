@@ -66,6 +66,9 @@ static struct {
   __typeof__(curl_free) *free;
   __typeof__(curl_slist_append) *slist_append;
   __typeof__(curl_slist_free_all) *slist_free_all;
+  __typeof__(curl_share_init) *share_init;
+  __typeof__(curl_share_setopt) *share_setopt;
+  __typeof__(curl_share_cleanup) *share_cleanup;
   const char *error; /* NULL once loaded */
   char version[48];  /* "libcurl/7.88.1" */
   char user_agent[96];
@@ -112,6 +115,9 @@ static void load_once(void) {
   SYM(free, "curl_free");
   SYM(slist_append, "curl_slist_append");
   SYM(slist_free_all, "curl_slist_free_all");
+  SYM(share_init, "curl_share_init");
+  SYM(share_setopt, "curl_share_setopt");
+  SYM(share_cleanup, "curl_share_cleanup");
 #undef SYM
   const curl_version_info_data *v = api.version_info(CURLVERSION_NOW);
   /* CURLOPT_PROTOCOLS_STR, which keeps redirects to http and https,
@@ -250,8 +256,9 @@ typedef struct {
 /* An easy handle with what configure() last set on it. */
 struct ar__http_easy_s {
   CURL *curl;
-  int used;     /* options have been set: reset before configuring anew */
-  int reusable; /* cfg holds: a request with the same cfg may skip reset */
+  int used;      /* options have been set: reset before configuring anew */
+  int reusable;  /* cfg holds: a request with the same cfg may skip reset */
+  CURLSH *share; /* the cookie jar attached (CURLOPT_SHARE), or NULL */
   easy_cfg_t cfg;
   /* CURLOPT_ERRORBUFFER. Here rather than in each request, which copies
    * the rare message out (complete()). */
@@ -709,7 +716,9 @@ static int has_header(const struct curl_slist *l, const char *name) {
  * fit easy_cfg_t (see there). */
 static int describe(const ar__http_req_t *req, easy_cfg_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
-  if (req->body != NULL || req->proxy != NULL || req->headers_owned) return 0;
+  if (req->body != NULL || req->proxy != NULL || req->headers_owned ||
+      req->jar != NULL)
+    return 0;
   if (strcmp(req->method, "HEAD") == 0)
     cfg->head = 1;
   else if (strcmp(req->method, "GET") != 0)
@@ -776,6 +785,14 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
      * http_proxy and friends from the environment, as aiohttp does by
      * default, so a stray variable cannot divert loopback traffic. */
     SET(opt_ptr(e, CURLOPT_PROXY, req->proxy != NULL ? req->proxy : ""));
+    /* A jar: curl's cookie engine, in memory ("" reads no file), its
+     * cookies shared by every request of the session. A handle leaves a
+     * jar explicitly, as curl_easy_reset keeps it. */
+    if (req->jar != NULL || ez->share != NULL) {
+      SET(opt_ptr(e, CURLOPT_SHARE, req->jar));
+      if (rc == CURLE_OK) ez->share = req->jar;
+    }
+    if (req->jar != NULL) SET(opt_ptr(e, CURLOPT_COOKIEFILE, ""));
     if (strcmp(m, "HEAD") == 0) {
       SET(opt_long(e, CURLOPT_NOBODY, 1L));
     } else if (req->body != NULL) {
@@ -815,6 +832,36 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
   if (remaining > 0) SET(opt_long(e, CURLOPT_TIMEOUT_MS, to_ms(remaining)));
 #undef SET
   return rc;
+}
+
+/* ---- cookie jars ----------------------------------------------------------
+ */
+
+CURLSH *ar__http_jar_new(void) {
+  CURLSH *sh = api.share_init();
+  if (sh != NULL && api.share_setopt(sh, CURLSHOPT_SHARE,
+                                     CURL_LOCK_DATA_COOKIE) != CURLSHE_OK) {
+    api.share_cleanup(sh);
+    sh = NULL;
+  }
+  return sh;
+}
+
+void ar__http_jar_free(ar__http_t *H, CURLSH *jar) {
+  /* Pooled handles may still hold it: they leave it first. */
+  for (int i = 0; H != NULL && i < H->nidle; i++) {
+    ar__http_easy_t *ez = H->idle[i];
+    if (ez->share == jar) {
+      opt_ptr(ez->curl, CURLOPT_SHARE, NULL);
+      ez->share = NULL;
+      ez->reusable = 0;
+    }
+  }
+  CURLSHcode rc = api.share_cleanup(jar);
+  /* In use only if a request of the session were still running, and every
+   * request anchors its session. */
+  assert(rc == CURLSHE_OK);
+  (void)rc;
 }
 
 /* ---- limits and the request lifecycle ---------------------------------------

@@ -82,6 +82,7 @@ struct ar__http_req_s {
   struct curl_slist *headers; /* with User-Agent and Accept-Encoding lines
                                * when possible: see ar__http_user_agent */
   const char *proxy;      /* NULL: none (environment variables are ignored) */
+  CURLSH *jar;            /* a cookie jar (ar__http_jar_new), or NULL */
   double timeout;         /* total seconds, 0: none */
   double connect_timeout; /* 0: curl's default */
   long max_redirects;     /* 0: do not follow */
@@ -143,6 +144,13 @@ int ar__http_url(const char *base, const char *url, const char *query,
 /* curl_slist_append / curl_slist_free_all through the loaded library. */
 struct curl_slist *ar__http_slist_append(struct curl_slist *l, const char *s);
 void ar__http_slist_free(struct curl_slist *l);
+
+/* A cookie jar: curl's cookie engine in memory, shared by the requests
+ * that name it (req->jar). Returns NULL when memory runs out. Free it only
+ * when none of its requests is in flight; H (may be NULL) is the multi
+ * whose pooled handles may still hold it. */
+CURLSH *ar__http_jar_new(void);
+void ar__http_jar_free(ar__http_t *H, CURLSH *jar);
 
 /* Counters for tests and stats. */
 typedef struct {
