@@ -8,6 +8,7 @@
  * the array marker).
  *
  * Why simdjson, and the figures: docs/http.md and bench/README.md. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,15 +232,21 @@ static void put_integer(lua_State *L, buf_t *b, lua_Integer v) {
   put(L, b, p, (size_t)(e - p));
 }
 
-/* The shortest of %.15g, %.16g, %.17g that reads back as v, with ".0"
- * added to an integral value so that it decodes as a float again. */
+/* The shortest text that reads back as v, with ".0" added to an integral
+ * value so that it decodes as a float again. For a normal double whose
+ * shortest form has up to 15 digits, %.15g is that form (the double lies
+ * far closer to it than half a unit in the 15th digit, and %g drops
+ * trailing zeros); otherwise the correctly rounded 16 or 17 digits are
+ * the shortest that round-trip. Subnormals, whose spacing is coarser, are
+ * tried from 1 digit up. */
 static int format_float(char *out, size_t size, double v) {
   int n = 0;
-  for (int prec = 15; prec <= 17; prec++) {
+  int prec = v != 0 && fabs(v) < DBL_MIN ? 1 : 15;
+  for (; prec <= 17; prec++) {
     n = snprintf(out, size, "%.*g", prec, v);
     if (strtod(out, NULL) == v) break;
   }
-  if (strpbrk(out, ".eE") == NULL) {
+  if (strpbrk(out, ".eEni") == NULL) { /* not 1e+300, inf or nan */
     memcpy(out + n, ".0", 3);
     n += 2;
   }
