@@ -988,6 +988,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "unannounced");
   lua_pushinteger(L, st.multi_errors);
   lua_setfield(L, -2, "multi_errors");
+  lua_pushinteger(L, (lua_Integer)st.resent);
+  lua_setfield(L, -2, "resent");
   return 1;
 }
 

@@ -281,7 +281,8 @@ struct ar__http_s {
   int handles;      /* uv handles not through their close callback */
   int violations;   /* owned polls found stale while running: see sock_t */
   int unannounced;  /* owned sockets curl closed without close_cb */
-  int multi_errors; /* curl_multi_socket_action failures */
+  int multi_errors; /* curl_multi_* failures */
+  uint64_t resent;  /* requests sent again on a fresh connection */
   int closing;
   int deferred; /* a request has nomem set: see defer_fail */
   uint64_t seq;
@@ -588,6 +589,7 @@ void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st) {
   st->violations = H->violations;
   st->unannounced = H->unannounced;
   st->multi_errors = H->multi_errors;
+  st->resent = H->resent;
   /* An owned poll whose descriptor is closed, or is now another socket. */
   for (size_t fd = 0; fd < H->socks_cap; fd++) {
     const sock_t *s = H->socks[fd];
@@ -857,11 +859,10 @@ void ar__http_jar_free(ar__http_t *H, CURLSH *jar) {
       ez->reusable = 0;
     }
   }
-  CURLSHcode rc = api.share_cleanup(jar);
-  /* In use only if a request of the session were still running, and every
-   * request anchors its session. */
-  assert(rc == CURLSHE_OK);
-  (void)rc;
+  /* In use only if a request of the session were still running, which
+   * cannot be, as every request anchors its session; were it so, the jar
+   * would be left to the process rather than freed under the transfer. */
+  if (api.share_cleanup(jar) != CURLSHE_OK && H != NULL) H->multi_errors++;
 }
 
 /* ---- limits and the request lifecycle ---------------------------------------
@@ -961,7 +962,8 @@ static void fail(ar__http_req_t *req, CURLcode code, const char *msg) {
  * keeps them. */
 static void size_cache(ar__http_t *H) {
   H->peak = H->nactive;
-  api.multi_setopt(H->multi, CURLMOPT_MAXCONNECTS, 4L * H->peak);
+  /* Only a hint: on failure curl keeps its default. */
+  (void)api.multi_setopt(H->multi, CURLMOPT_MAXCONNECTS, 4L * H->peak);
 }
 
 static int start(ar__http_req_t *req) {
@@ -1057,7 +1059,9 @@ static void detach(ar__http_req_t *req) {
   ar__http_host_t *host = req->host;
   ar__list_remove(&req->node);
   H->nactive--;
-  api.multi_remove_handle(H->multi, req->easy->curl);
+  /* Fails only for a handle curl does not know, which is a bug here. */
+  if (api.multi_remove_handle(H->multi, req->easy->curl) != CURLM_OK)
+    H->multi_errors++;
   easy_release(H, req->easy);
   req->easy = NULL;
   host->active--;
@@ -1122,6 +1126,7 @@ static int resend(ar__http_req_t *req) {
   CURL *e = ez->curl;
   if (api.multi_remove_handle(H->multi, e) != CURLM_OK) return -1;
   req->resent++;
+  H->resent++;
   req->body_size = 0;
   req->hdr_size = 0;
   /* FRESH_CONNECT is not part of easy_cfg_t: the next user resets. */

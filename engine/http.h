@@ -164,7 +164,8 @@ typedef struct {
   int stale;
   int violations;
   int unannounced;  /* owned sockets curl closed without telling (7.88) */
-  int multi_errors; /* curl_multi_socket_action calls that failed */
+  int multi_errors; /* curl_multi_* calls that failed (always 0) */
+  uint64_t resent;  /* requests sent again on a fresh connection, ever */
 } ar__http_stats_t;
 void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st);
 

@@ -72,7 +72,7 @@ check.test("reset before any answer: kind protocol, URL in the error", function(
   local e = check.raises("protocol", http.get, url("/resetfirst"))
   check.matches(e.message, "reset", "curl's words")
   check.eq(e.url, url("/resetfirst"))
-  check.eq(e.curl_code, 56)
+  check.truthy(e.curl_code == 56 or e.curl_code == 55, "curl code " .. tostring(e.curl_code))
 end)
 
 check.test("a POST is not sent twice: a reset before the answer fails it", function()
