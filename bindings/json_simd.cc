@@ -22,8 +22,10 @@ extern "C" void ar__json_parser_free(ar__json_parser_t *p) { delete p; }
 
 // Walks a value with the On-Demand API until it fails, for the position of
 // the first error (the DOM parser reports only a code). Returns the error.
-static error_code walk(ondemand::value v, int depth) {
-  if (depth > 1024) return DEPTH_ERROR;
+static const size_t DEPTH_LIMIT = 1024; // dom::parser's default
+
+static error_code walk(ondemand::value v, size_t depth) {
+  if (depth >= DEPTH_LIMIT) return DEPTH_ERROR;
   ondemand::json_type t;
   error_code e = v.type().get(t);
   if (e) return e;
@@ -83,7 +85,10 @@ static error_code walk(ondemand::value v, int depth) {
 // The offset of the first error in buf, or len when none is found.
 static size_t locate(const char *buf, size_t len) {
   padded_string copy(buf, len);
+  // Deeper than the DOM parser's limit, so that the walk itself stops at
+  // the value that is too deep (walk's limit) before the iterator's own.
   ondemand::parser od;
+  if (copy.data() == nullptr || od.allocate(len, 2 * DEPTH_LIMIT)) return 0;
   ondemand::document doc;
   if (od.iterate(copy).get(doc)) return 0;
   const char *at = nullptr;

@@ -614,7 +614,18 @@ static ar__http_easy_t *easy_acquire(ar__http_t *H) {
   return ez;
 }
 
+/* Detaches a handle from its cookie jar, which curl_easy_reset would not
+ * do, and frees curl's list of cookie files, which it would leak. */
+static void easy_leave_jar(ar__http_easy_t *ez) {
+  if (ez->share == NULL) return;
+  opt_ptr(ez->curl, CURLOPT_COOKIEFILE, NULL);
+  opt_ptr(ez->curl, CURLOPT_SHARE, NULL);
+  ez->share = NULL;
+  ez->reusable = 0;
+}
+
 static void easy_free(ar__http_easy_t *ez) {
+  easy_leave_jar(ez);
   api.easy_cleanup(ez->curl);
   free(ez);
 }
@@ -760,6 +771,7 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
 #define SET(call)                                                              \
   if (rc == CURLE_OK) rc = (call)
   if (!(reusable && ez->reusable && same_cfg(&cfg, &ez->cfg))) {
+    easy_leave_jar(ez);
     if (ez->used) api.easy_reset(e);
     ez->used = 1;
     ez->reusable = 0; /* until every option below is set */
@@ -788,13 +800,12 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
      * default, so a stray variable cannot divert loopback traffic. */
     SET(opt_ptr(e, CURLOPT_PROXY, req->proxy != NULL ? req->proxy : ""));
     /* A jar: curl's cookie engine, in memory ("" reads no file), its
-     * cookies shared by every request of the session. A handle leaves a
-     * jar explicitly, as curl_easy_reset keeps it. */
-    if (req->jar != NULL || ez->share != NULL) {
+     * cookies shared by every request of the session. */
+    if (req->jar != NULL) {
       SET(opt_ptr(e, CURLOPT_SHARE, req->jar));
       if (rc == CURLE_OK) ez->share = req->jar;
+      SET(opt_ptr(e, CURLOPT_COOKIEFILE, ""));
     }
-    if (req->jar != NULL) SET(opt_ptr(e, CURLOPT_COOKIEFILE, ""));
     if (strcmp(m, "HEAD") == 0) {
       SET(opt_long(e, CURLOPT_NOBODY, 1L));
     } else if (req->body != NULL) {
@@ -853,11 +864,7 @@ void ar__http_jar_free(ar__http_t *H, CURLSH *jar) {
   /* Pooled handles may still hold it: they leave it first. */
   for (int i = 0; H != NULL && i < H->nidle; i++) {
     ar__http_easy_t *ez = H->idle[i];
-    if (ez->share == jar) {
-      opt_ptr(ez->curl, CURLOPT_SHARE, NULL);
-      ez->share = NULL;
-      ez->reusable = 0;
-    }
+    if (ez->share == jar) easy_leave_jar(ez);
   }
   /* In use only if a request of the session were still running, which
    * cannot be, as every request anchors its session; were it so, the jar
