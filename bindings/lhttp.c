@@ -375,6 +375,39 @@ static void add_value(lua_State *L, int list, const char *key, int idx) {
   lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
 }
 
+typedef struct {
+  const char *s;
+  size_t len;
+} str_t;
+
+static int str_cmp(const void *a, const void *b) {
+  const str_t *x = a, *y = b;
+  int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+  return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Sorts the strings list[1..n] in place, byte-wise as Lua's < does. In C,
+ * so that no standard library function (table.sort) is needed: a sandbox
+ * may deny `table`, and a script may replace it. */
+static void sort_strings(lua_State *L, int list, lua_Integer n) {
+  if (n < 2) return;
+  str_t *a = lua_newuserdatauv(L, (size_t)n * sizeof *a, 0);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, list, i + 1);
+    a[i].s = lua_tolstring(L, -1, &a[i].len);
+    lua_pop(L, 1); /* still referenced by list */
+  }
+  qsort(a, (size_t)n, sizeof *a, str_cmp);
+  /* Into a new table, as the old one keeps the strings alive meanwhile. */
+  lua_createtable(L, (int)n, 0);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_pushlstring(L, a[i].s, a[i].len);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_replace(L, list);
+  lua_pop(L, 1);
+}
+
 /* Pushes the query table at idx as "k=v&k=v2&...", keys sorted so the same
  * table always gives the same URL; a list value repeats its key. */
 static void push_query(lua_State *L, int idx) {
@@ -390,9 +423,7 @@ static void push_query(lua_State *L, int idx) {
     lua_pushvalue(L, -1);
     lua_rawseti(L, keys, ++n);
   }
-  lua_pushvalue(L, lua_upvalueindex(1)); /* table.sort, captured at load */
-  lua_pushvalue(L, keys);
-  lua_call(L, 1, 0);
+  sort_strings(L, keys, n);
   /* Flattened to key, value, key, value... as strings, so the buffer below
    * only reads strings the list keeps alive. */
   lua_newtable(L);
@@ -993,14 +1024,6 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
-/* Registers funcs into the table on top, each with table.sort (at sort)
- * as upvalue 1: captured at load, so that a script that removes or
- * replaces the global `table` cannot break a request. */
-static void set_funcs(lua_State *L, const luaL_Reg *funcs, int sort) {
-  lua_pushvalue(L, sort);
-  luaL_setfuncs(L, funcs, 1);
-}
-
 int luaopen_async_http(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"get", l_get},         {"post", l_post},   {"request", l_request},
@@ -1012,15 +1035,6 @@ int luaopen_async_http(lua_State *L) {
       {"ok", resp_ok},
       {"raise_for_status", resp_raise_for_status},
       {NULL, NULL}};
-
-  /* From package.loaded, not the global, which a sandbox may have taken. */
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  if (lua_getfield(L, -1, "table") != LUA_TTABLE ||
-      lua_getfield(L, -1, "sort") != LUA_TFUNCTION)
-    return luaL_error(L, "async.http needs the table library (table.sort)");
-  lua_replace(L, -3);
-  lua_pop(L, 1);
-  int sort = lua_gettop(L);
 
   luaL_newmetatable(L, MULTI_MT);
   lua_pushcfunction(L, multi_gc);
@@ -1034,7 +1048,7 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_newmetatable(L, SESSION_MT);
   lua_newtable(L);
-  set_funcs(L, session_methods, sort);
+  luaL_setfuncs(L, session_methods, 0);
   lua_pushcclosure(L, session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_gc);
@@ -1045,11 +1059,11 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_newmetatable(L, RESPONSE_MT);
   lua_newtable(L);
-  set_funcs(L, response_methods, sort);
+  luaL_setfuncs(L, response_methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
   lua_newtable(L);
-  set_funcs(L, funcs, sort);
+  luaL_setfuncs(L, funcs, 0);
   return 1;
 }
