@@ -21,6 +21,7 @@
 #define PARSER_MT "asyncrun.json.parser"
 #define BUFFER_MT "asyncrun.json.buffer"
 #define MAX_DEPTH 1000
+#define LARGE_DOCUMENT ((size_t)1 << 20)
 
 /* Registry keys (their addresses). */
 static const char parser_key = 'P';
@@ -35,13 +36,18 @@ static int parser_gc(lua_State *L) {
   return 0;
 }
 
-/* The lua_State's parser, created at its first use (raises on no memory). */
-static ar__json_parser_t *get_parser(lua_State *L) {
-  ar__json_parser_t *p = NULL;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &parser_key) == LUA_TUSERDATA)
-    p = *(ar__json_parser_t **)lua_touserdata(L, -1);
+/* Takes the lua_State's parser out of the registry, creating one if there
+ * is none, and pushes its box, which anchors it while it is used. Out of
+ * the registry because building Lua values may run a finalizer that
+ * decodes too: that nested decode then gets a parser of its own instead
+ * of overwriting the tape being walked. Raises on no memory. */
+static ar__json_parser_t *take_parser(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &parser_key) == LUA_TUSERDATA) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &parser_key);
+    return *(ar__json_parser_t **)lua_touserdata(L, -1);
+  }
   lua_pop(L, 1);
-  if (p != NULL) return p;
   ar__json_parser_t **box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   if (luaL_newmetatable(L, PARSER_MT)) {
@@ -51,7 +57,6 @@ static ar__json_parser_t *get_parser(lua_State *L) {
   lua_setmetatable(L, -2);
   if ((*box = ar__json_parser_new()) == NULL)
     luaL_error(L, "not enough memory");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &parser_key);
   return *box;
 }
 
@@ -136,19 +141,28 @@ static size_t walk(lua_State *L, const uint64_t *tape, const uint8_t *strings,
 int ar__json_decode(lua_State *L, const char *s, size_t len,
                     ar__json_error_t *err) {
   ar__json_tape_t t;
-  ar__json_parser_t *p = get_parser(L);
+  ar__json_parser_t *p = take_parser(L);
+  int box = lua_gettop(L);
   if (ar__json_parse(p, s, len, &t) != 0) {
     if (t.code == 1 /* simdjson::CAPACITY */ && len > 0)
       t.message = "document too large (simdjson's limit is 4 GB)";
     err->message = t.message;
     err->position = t.offset + 1;
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &parser_key); /* back, for next time */
     return -1;
   }
   ar__json_push_array_mt(L);
-  int mt = lua_gettop(L);
   /* tape[0] is the root word; the value starts at 1. */
-  walk(L, t.tape, t.strings, 1, mt);
-  lua_remove(L, mt);
+  walk(L, t.tape, t.strings, 1, box + 1);
+  lua_replace(L, box + 1);
+  /* Back in the registry, unless the document was large: the parser keeps
+   * buffers sized for the largest document so far (some ten times its
+   * size), which are better not held for the life of the engine. */
+  lua_rotate(L, box, 1);
+  if (len > LARGE_DOCUMENT)
+    lua_pop(L, 1);
+  else
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &parser_key);
   return 0;
 }
 

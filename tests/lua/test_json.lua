@@ -114,4 +114,28 @@ check.test("a large document: a million numbers and back", function()
   check.eq(again[100000].f, 100000 / 7)
 end)
 
+check.test("a finalizer that decodes while a decode builds its tables", function()
+  local seen, bad = 0, 0
+  local function litter()
+    for _ = 1, 200 do
+      setmetatable({}, { __gc = function()
+        local v = json.decode('{"inner": [1, 2, 3]}')
+        if v.inner[3] == 3 then seen = seen + 1 else bad = bad + 1 end
+      end })
+    end
+  end
+  local parts = {}
+  for i = 1, 20000 do parts[i] = string.format('{"i":%d,"s":"x%d"}', i, i) end
+  local text = "[" .. table.concat(parts, ",") .. "]"
+  for _ = 1, 5 do
+    litter()
+    local t = json.decode(text)
+    check.eq(#t, 20000)
+    for i = 1, 20000, 997 do check.eq(t[i].i, i); check.eq(t[i].s, "x" .. i) end
+  end
+  collectgarbage()
+  check.eq(bad, 0, "finalizer decodes that went wrong")
+  check.truthy(seen > 0, "finalizers ran")
+end)
+
 check.done()
