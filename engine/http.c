@@ -12,9 +12,17 @@
  *   curl_multi_socket_action from inside the callback, so it arms the uv
  *   timer for 0 ms and the call happens on the next loop turn.
  * - A socket may be closed and its number reused within one
- *   curl_multi_socket_action. Polls are kept in a table by descriptor and
- *   a stale one is closed before a new one is opened on the same number,
- *   so libuv never watches a descriptor for the wrong handle.
+ *   curl_multi_socket_action. Connection sockets are opened and closed
+ *   through our callbacks, with their polls (see sock_t), and a stale poll
+ *   is closed before a new one is opened on the same number, so libuv
+ *   never watches a descriptor for the wrong handle.
+ * - A poll error (POLLERR: libuv has stopped the poll) is not
+ *   CURL_CSELECT_ERR, which fails the transfer: curl is told the socket is
+ *   ready, reads it, and decides (poll_cb).
+ * - socket_cb never returns -1, which would end every transfer of the
+ *   multi: a socket that cannot be watched fails its own transfer only.
+ * - An idempotent request that fails on a reused connection before any of
+ *   the response arrived is sent again on a fresh one (may_resend).
  * - Easy handles are never removed from inside curl's callbacks: the write
  *   callback refuses data (too large) and the removal happens in drain(),
  *   after curl_multi_socket_action has returned. Aborts (cancellation) come
