@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "asyncrun.h"
+#include "http.h"
 
 #include "check.h"
 
@@ -198,6 +199,24 @@ static void test_out_of_descriptors(void) {
   ar_engine_free(E);
 }
 
+/* CURLE_ABORTED_BY_CALLBACK, which curl also reports for every transfer
+ * of a multi whose socket callback failed, is a cancellation only when we
+ * aborted the request; a transport failure never says "cancelled". */
+static void test_abort_kinds(void) {
+  ar__http_req_t req;
+  ar__http_req_init(&req);
+  req.result = CURLE_ABORTED_BY_CALLBACK;
+  CHECK(strcmp(ar__http_error_kind(&req), "protocol") == 0);
+  req.aborted = 1;
+  CHECK(strcmp(ar__http_error_kind(&req), "cancelled") == 0);
+  req.aborted = 0;
+  req.result = CURLE_WEIRD_SERVER_REPLY;
+  CHECK(strcmp(ar__http_error_kind(&req), "protocol") == 0);
+  req.result = CURLE_RECV_ERROR;
+  req.too_large = 1;
+  CHECK(strcmp(ar__http_error_kind(&req), "too_large") == 0);
+}
+
 /* An engine that never makes a request never loads its multi. */
 static void test_no_request_no_multi(void) {
   ar_engine_t *E = ar_engine_new(NULL);
@@ -212,6 +231,7 @@ int main(void) {
   int silent = listen_socket(&silent_port);
   int closed = listen_socket(&closed_port);
   close(closed);
+  test_abort_kinds();
   test_no_request_no_multi();
   test_two_engines_interleaved();
   test_two_engines_on_two_threads();
