@@ -499,11 +499,13 @@ static void push_part(lua_State *L, const char *boundary, int key, int val,
                is_file ? "file" : "form field", name, luaL_typename(L, val));
   }
   int content = lua_gettop(L);
-  const char *names[2] = {name, filename};
-  for (int i = 0; i < 2; i++)
+  /* What goes into the part's header lines must not break them. */
+  const char *names[3] = {name, filename, ctype};
+  for (int i = 0; i < 3; i++)
     for (const char *p = names[i]; p != NULL && *p; p++)
-      if (*p == '"' || *p == '\r' || *p == '\n')
-        luaL_error(L, "bad form field or file name '%s'", names[i]);
+      if (*p == '\r' || *p == '\n' || (*p == '"' && i < 2))
+        luaL_error(L, "bad form field, file name or content type '%s'",
+                   names[i]);
   if (filename != NULL)
     lua_pushfstring(L,
                     "--%s\r\nContent-Disposition: form-data; name=\"%s\"; "
@@ -548,10 +550,11 @@ static void push_form_body(lua_State *L, int opts, char *ctype, size_t size) {
     return;
   }
   /* Parts in a list first: a luaL_Buffer wants the stack to itself. */
-  static unsigned long counter;
+  /* Unique without shared state: the time and the request's address. */
   char boundary[64];
-  snprintf(boundary, sizeof boundary, "asyncrun-%016llx%08lx",
-           (unsigned long long)uv_hrtime(), ++counter);
+  snprintf(boundary, sizeof boundary, "asyncrun-%016llx%012llx",
+           (unsigned long long)uv_hrtime(),
+           (unsigned long long)(uintptr_t)ctype & 0xffffffffffffull);
   lua_newtable(L);
   int parts = lua_gettop(L);
   lua_Integer n = 0;

@@ -390,9 +390,9 @@ static void drain(ar__http_t *H);
 static void easy_free(ar__http_easy_t *ez);
 static void complete(ar__http_req_t *req, CURLcode rc);
 
-/* Runs curl on a socket or the timeout, then delivers what finished. A
- * failing curl_multi_socket_action is counted, not fatal: curl reports the
- * transfers it could not drive as finished, and drain() ends them. */
+/* Runs curl on the timeout, then delivers what finished. A failing
+ * curl_multi_socket_action is counted (http.stats() shows it) and is not
+ * fatal: drain() still delivers whatever curl finished. */
 static void act(ar__http_t *H, curl_socket_t fd, int flags) {
   int running;
   CURLMcode rc = api.multi_socket_action(H->multi, fd, flags, &running);

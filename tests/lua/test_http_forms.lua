@@ -40,6 +40,7 @@ check.test("bad form options raise argument errors", function()
   check.raises(nil, http.post, url("/post"), { form = 3 })
   check.raises(nil, http.post, url("/post"), { files = { f = { filename = "x" } } })
   check.raises(nil, http.post, url("/post"), { files = { ['a"b'] = "x" } })
+  check.raises(nil, http.post, url("/post"), { files = { f = { content = "x", content_type = "text/plain\r\nX-Evil: 1" } } })
 end)
 
 check.test("session{cookies=true}: a jar, cookies set during a redirect kept", function()
