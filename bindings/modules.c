@@ -4,11 +4,9 @@
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
-    {"async", luaopen_async},
-    {"async.http", luaopen_async_http},
-    {"cjson", luaopen_cjson},
-    {"cjson.safe", luaopen_cjson_safe},
-    {NULL, NULL},
+    {"async", luaopen_async},           {"async.http", luaopen_async_http},
+    {"async.json", luaopen_async_json}, {"cjson", luaopen_cjson},
+    {"cjson.safe", luaopen_cjson_safe}, {NULL, NULL},
 };
 
 /* Registers the built-in modules in package.preload. */
