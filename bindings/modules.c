@@ -4,11 +4,9 @@
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
-    {"async", luaopen_async},
-    {"async.http", luaopen_async_http},
-    {"cjson", luaopen_cjson},
-    {"cjson.safe", luaopen_cjson_safe},
-    {NULL, NULL},
+    {"async", luaopen_async},           {"async.http", luaopen_async_http},
+    {"async.fs", luaopen_async_fs},     {"cjson", luaopen_cjson},
+    {"cjson.safe", luaopen_cjson_safe}, {NULL, NULL},
 };
 
 void ar__modules_preload(lua_State *L) {
