@@ -45,7 +45,13 @@
  * seek) is small, and each sequential one doubles, so a small file costs
  * a small buffer and a long stream amortises the thread hand-offs. */
 #define FILL_MIN ((size_t)64 << 10)
-#define FILL_MAX ((size_t)4 << 20)
+#define FILL_MAX ((size_t)2 << 20)
+/* A reader that finds its data in the buffers never waits. So that a loop
+ * over a big file cannot starve timers and other tasks, it looks at the
+ * clock every TURN_BYTES it takes, and after TURN_NS of running lets the
+ * loop go round once. */
+#define TURN_BYTES ((size_t)64 << 10)
+#define TURN_NS 2000000
 #define WRITE_MAX ((size_t)1 << 22) /* bytes copied per write request */
 #define CHUNK_DEFAULT 65536
 
@@ -158,6 +164,10 @@ struct file_s {
   size_t fcap;
   ssize_t fres;
   ar__list_t waiters; /* tasks waiting for the file to be idle or filled */
+  size_t turn;        /* bytes handed to Lua since the clock was read */
+  uint64_t turn_t0;   /* when the running reader's turn began, or 0 */
+  ar__timer_t yield;  /* wakes `yielder`, a reader letting the loop run */
+  ar__task_t *yielder;
 };
 
 /* The position Lua sees. */
@@ -167,7 +177,7 @@ static int64_t file_pos(const file_t *f) {
 
 static void file_release(file_t *f) {
   if (--f->refs > 0) return;
-  assert(f->fd < 0 && !f->busy);
+  assert(f->fd < 0 && !f->busy && f->yielder == NULL);
   free(f->rb);
   free(f->acc);
   free(f->spare);
@@ -334,6 +344,7 @@ static int take_bytes(lua_State *L, file_t *f, size_t want) {
   if (f->alen == 0 && avail >= want) { /* the common case: one copy */
     lua_pushlstring(L, f->rb + f->rd, want);
     f->rd += want;
+    f->turn += want;
     return 1;
   }
   size_t n = want - f->alen;
@@ -349,6 +360,7 @@ static int take_bytes(lua_State *L, file_t *f, size_t want) {
     return 1;
   }
   lua_pushlstring(L, f->acc, f->alen);
+  f->turn += f->alen;
   f->alen = f->scanned = 0;
   return 1;
 }
@@ -377,6 +389,7 @@ static int take_line(lua_State *L, file_t *f) {
   const char *nl = avail > 0 ? memchr(p, '\n', avail) : NULL;
   if (nl != NULL) {
     size_t n = (size_t)(nl - p);
+    f->turn += n + 1;
     if (f->alen == 0) {
       push_line(L, p, n);
     } else {
@@ -405,6 +418,33 @@ static int take_line(lua_State *L, file_t *f) {
 
 enum { TAKE_BYTES, TAKE_LINE };
 
+/* Whether the reader has run for TURN_NS (then a new turn begins). */
+static int turn_over(file_t *f) {
+  uint64_t now = uv_hrtime();
+  f->turn = 0;
+  if (f->turn_t0 == 0) {
+    f->turn_t0 = now;
+    return 0;
+  }
+  if (now - f->turn_t0 < TURN_NS) return 0;
+  f->turn_t0 = 0;
+  return 1;
+}
+
+static void yield_cb(ar__timer_t *tm) {
+  file_t *f = ar__container_of(tm, file_t, yield);
+  ar__task_t *t = f->yielder;
+  f->yielder = NULL;
+  ar__task_wake(t, 0);
+}
+
+static void yield_cancel(ar__task_t *t, void *data) {
+  (void)t;
+  file_t *f = data;
+  ar__timer_stop(f->E, &f->yield);
+  f->yielder = NULL;
+}
+
 /* One read of `want` bytes or of a line: pushes it and returns 1, or
  * suspends the task until more data is there and resumes in k(ctx), which
  * calls this again. Waiting holds nothing but a place among the file's
@@ -413,6 +453,14 @@ static int consume(lua_State *L, file_t *f, int how, size_t want,
                    lua_KFunction k, lua_KContext ctx) {
   for (;;) {
     if (f->closed) return luaL_error(L, "attempt to use a closed file");
+    if (f->turn >= TURN_BYTES && turn_over(f)) {
+      ar__task_t *t = ar__task_current(L);
+      if (t != NULL && lua_isyieldable(L) && f->yielder == NULL &&
+          ar__timer_start(f->E, &f->yield, 0, yield_cb) == 0) {
+        f->yielder = t;
+        return ar__task_suspend(L, t, yield_cancel, f, k, ctx);
+      }
+    }
     if (how == TAKE_LINE ? take_line(L, f) : take_bytes(L, f, want)) return 1;
     if (f->rerr != 0) {
       int err = f->rerr;
@@ -428,6 +476,8 @@ static int consume(lua_State *L, file_t *f, int how, size_t want,
       int rc = fill_start(f);
       if (rc < 0) return fs_raise(L, "read", f->path, NULL, rc);
     }
+    f->turn = 0;
+    f->turn_t0 = 0;
     ar__waiters_push(&f->waiters, t);
     return ar__task_suspend(L, t, ar__waiters_cancel, NULL, k, ctx);
   }
@@ -601,7 +651,10 @@ static int step(fsreq_t *r, ssize_t res) {
     break;
   case S_CLOSE:
   case S_DIRCLOSE:
-  case S_UNWIND_CLOSE: r->fd = -1; break;
+  case S_UNWIND_CLOSE:
+    /* A close that uv_cancel stopped before it ran left fd open. */
+    if (res != UV_ECANCELED) r->fd = -1;
+    break;
   case S_RENAME:
     if (res >= 0) r->tmp = 0;
     break;
@@ -1328,6 +1381,7 @@ static int l_open(lua_State *L) {
   f->append = (unsigned)append;
   ar__list_init(&f->node);
   ar__list_init(&f->waiters);
+  ar__timer_init(&f->yield);
   b->f = f;
   fsreq_t *r = req_new(L, OP_OPEN, "open", path, NULL);
   r->flags = flags;
