@@ -131,6 +131,21 @@ static void close_detached(ar_engine_t *E, uv_file fd) {
 
 enum { FILL_NONE, FILL_RUNNING, FILL_DONE };
 
+/* Reads ahead in flight at once for a sequential reader: two, so that one
+ * read's hand-off between the pool and the loop overlaps the other. */
+#define NFILL 2
+
+/* One read of the file into buf, at off. */
+typedef struct {
+  uv_fs_t req;
+  file_t *f;
+  char *buf;
+  size_t cap;
+  int64_t off;
+  ssize_t res;
+  int state;
+} fill_t;
+
 struct file_s {
   ar_engine_t *E;
   fs_state_t *S;       /* NULL once the engine's teardown has begun */
@@ -143,7 +158,8 @@ struct file_s {
   unsigned nopos : 1;  /* not seekable (a FIFO): plain read(2) */
   unsigned eof : 1;    /* the last fill read nothing */
   unsigned stream : 1; /* sequential reader: read ahead */
-  unsigned busy : 1;   /* a request is using fd */
+  unsigned busy : 1;   /* a task's request (write, seek, close) uses fd */
+  int nrun;            /* fills running on the pool */
   int nfills;          /* fills since the last seek or write */
   int rerr;            /* a fill's error, raised by the next read */
   /* Read data: rb[rd..rlen) are the next bytes for Lua; rpos is the file
@@ -157,12 +173,11 @@ struct file_s {
   size_t alen, acap, scanned;
   char *spare; /* a free buffer of scap bytes, or NULL */
   size_t scap;
-  /* The fill: at most one, reading into fbuf at rpos. */
-  int fill;
-  uv_fs_t freq;
-  char *fbuf;
-  size_t fcap;
-  ssize_t fres;
+  /* Fills, oldest first from fhead; nfill are running or done. They read
+   * consecutive ranges from rpos; fpos is where the next one would. */
+  fill_t fills[NFILL];
+  int fhead, nfill;
+  int64_t fpos;
   ar__list_t waiters; /* tasks waiting for the file to be idle or filled */
   size_t turn;        /* bytes handed to Lua since the clock was read */
   uint64_t turn_t0;   /* when the running reader's turn began, or 0 */
@@ -175,13 +190,17 @@ static int64_t file_pos(const file_t *f) {
   return f->rpos - (int64_t)(f->rlen - f->rd) - (int64_t)f->alen;
 }
 
+/* A request, a fill or a close is using the descriptor. */
+static int file_inuse(const file_t *f) { return f->busy || f->nrun > 0; }
+
 static void file_release(file_t *f) {
   if (--f->refs > 0) return;
-  assert(f->fd < 0 && !f->busy && f->yielder == NULL);
+  assert(f->fd < 0 && !file_inuse(f) && f->yielder == NULL);
   free(f->rb);
   free(f->acc);
   free(f->spare);
-  free(f->fbuf);
+  for (int i = 0; i < NFILL; i++)
+    free(f->fills[i].buf);
   free(f->path);
   free(f);
 }
@@ -191,10 +210,10 @@ static void file_unlist(file_t *f) {
 }
 
 /* Lets go of the descriptor without waiting (see close_detached). If a
- * request uses it, file_idle closes it when that request ends. */
+ * request uses it, file_idle closes it when the last one ends. */
 static void file_close_now(file_t *f) {
   f->closed = 1;
-  if (f->fd >= 0 && !f->busy) {
+  if (f->fd >= 0 && !file_inuse(f)) {
     close_detached(f->E, f->fd);
     f->fd = -1;
     file_unlist(f);
@@ -203,7 +222,6 @@ static void file_close_now(file_t *f) {
 
 /* A request on fd has ended (C only: uv callbacks come here). */
 static void file_idle(file_t *f) {
-  f->busy = 0;
   if (f->closed) file_close_now(f);
   ar__task_t *t;
   while ((t = ar__waiters_shift(&f->waiters)) != NULL)
@@ -221,18 +239,24 @@ static void buf_put(file_t *f, char *b, size_t cap) {
   f->scap = cap;
 }
 
+static void fills_drop(file_t *f) {
+  assert(f->nrun == 0);
+  for (int i = 0; i < NFILL; i++) {
+    fill_t *fl = &f->fills[i];
+    if (fl->buf != NULL) buf_put(f, fl->buf, fl->cap);
+    fl->buf = NULL;
+    fl->state = FILL_NONE;
+  }
+  f->fhead = f->nfill = 0;
+}
+
 /* Forgets what was read ahead: the next read starts at file_pos(). Only
  * while no fill runs. */
 static void file_discard(file_t *f) {
-  assert(f->fill != FILL_RUNNING);
   f->rpos = file_pos(f);
   f->rd = f->rlen = 0;
   f->alen = f->scanned = 0;
-  if (f->fill == FILL_DONE) {
-    buf_put(f, f->fbuf, f->fcap);
-    f->fbuf = NULL;
-    f->fill = FILL_NONE;
-  }
+  fills_drop(f);
   f->eof = 0;
   f->rerr = 0;
   f->nfills = 0;
@@ -241,11 +265,13 @@ static void file_discard(file_t *f) {
 
 static void fill_cb(uv_fs_t *req);
 
-/* Starts a fill at rpos. Returns 0 or a libuv error. */
+/* Starts a fill after the others (at rpos if none). Returns 0 or a libuv
+ * error. */
 static int fill_start(file_t *f) {
-  assert(f->fill == FILL_NONE && !f->busy && f->fd >= 0);
+  assert(f->nfill < NFILL && !f->busy && f->fd >= 0);
+  if (f->nfill == 0) f->fpos = f->rpos;
   size_t size = FILL_MIN;
-  for (int i = 0; i < f->nfills && size < FILL_MAX; i++)
+  for (int i = 0; i < f->nfills + f->nfill && size < FILL_MAX; i++)
     size *= 2;
   char *buf = f->spare;
   if (buf != NULL && f->scap >= size) {
@@ -254,60 +280,78 @@ static int fill_start(file_t *f) {
   } else if ((buf = malloc(size)) == NULL) {
     return UV_ENOMEM;
   }
-  f->fbuf = buf;
-  f->fcap = size;
+  fill_t *fl = &f->fills[(f->fhead + f->nfill) % NFILL];
   uv_buf_t b = uv_buf_init(buf, (unsigned)size);
-  int rc = uv_fs_read(ar_engine_loop(f->E), &f->freq, f->fd, &b, 1,
-                      f->nopos ? -1 : f->rpos, fill_cb);
+  int rc = uv_fs_read(ar_engine_loop(f->E), &fl->req, f->fd, &b, 1,
+                      f->nopos ? -1 : f->fpos, fill_cb);
   if (rc < 0) {
     buf_put(f, buf, size);
-    f->fbuf = NULL;
     return rc;
   }
-  f->fill = FILL_RUNNING;
-  f->busy = 1;
+  fl->f = f;
+  fl->buf = buf;
+  fl->cap = size;
+  fl->off = f->fpos;
+  fl->state = FILL_RUNNING;
+  f->fpos += (int64_t)size;
+  f->nfill++;
+  f->nrun++;
   f->refs++;
   ar__req_started(f->E);
   return 0;
 }
 
+/* Starts fills up to the depth a reader of this kind gets. */
+static void fills_top_up(file_t *f) {
+  int depth = f->stream && !f->nopos ? NFILL : 1;
+  while (f->nfill < depth && !f->busy && !f->closed && !f->eof &&
+         fill_start(f) == 0) {
+  }
+}
+
 static void fill_cb(uv_fs_t *req) {
-  file_t *f = ar__container_of(req, file_t, freq);
+  fill_t *fl = ar__container_of(req, fill_t, req);
+  file_t *f = fl->f;
   ssize_t res = req->result;
   uv_fs_req_cleanup(req);
   ar__req_finished(f->E);
   /* A FIFO or a terminal cannot pread: read it as a stream instead. */
   if (res == UV_ESPIPE && !f->nopos && !f->closed) {
     f->nopos = 1;
-    uv_buf_t b = uv_buf_init(f->fbuf, (unsigned)f->fcap);
-    if (uv_fs_read(ar_engine_loop(f->E), &f->freq, f->fd, &b, 1, -1, fill_cb) ==
+    uv_buf_t b = uv_buf_init(fl->buf, (unsigned)fl->cap);
+    if (uv_fs_read(ar_engine_loop(f->E), &fl->req, f->fd, &b, 1, -1, fill_cb) ==
         0) {
       ar__req_started(f->E);
       return;
     }
   }
-  f->fres = res;
-  f->fill = FILL_DONE;
+  fl->res = res;
+  fl->state = FILL_DONE;
+  f->nrun--;
   file_idle(f);
   file_release(f);
 }
 
-/* Moves a finished fill into rb (rb must be used up). The old rb becomes
- * the spare buffer. A sequential reader gets the next fill started. */
+/* Moves the oldest fill, done, into rb (which must be used up); the old
+ * rb becomes the spare buffer. A fill that does not start where rb ends
+ * (the one before it was short) is dropped: the next starts at rpos. */
 static void fill_take(file_t *f) {
-  assert(f->fill == FILL_DONE && f->rd == f->rlen);
-  ssize_t res = f->fres;
-  f->fill = FILL_NONE;
-  if (res < 0) {
-    buf_put(f, f->fbuf, f->fcap);
-    f->fbuf = NULL;
-    f->rerr = (int)res;
+  fill_t *fl = &f->fills[f->fhead];
+  assert(fl->state == FILL_DONE && f->rd == f->rlen);
+  ssize_t res = fl->res;
+  f->fhead = (f->fhead + 1) % NFILL;
+  f->nfill--;
+  fl->state = FILL_NONE;
+  if (res < 0 || (fl->off != f->rpos && !f->nopos)) {
+    buf_put(f, fl->buf, fl->cap);
+    fl->buf = NULL;
+    if (res < 0) f->rerr = (int)res;
     return;
   }
   if (f->rb != NULL) buf_put(f, f->rb, f->rcap);
-  f->rb = f->fbuf;
-  f->fbuf = NULL;
-  f->rcap = f->fcap;
+  f->rb = fl->buf;
+  f->rcap = fl->cap;
+  fl->buf = NULL;
   f->rd = 0;
   f->rlen = (size_t)res;
   f->rpos += res;
@@ -316,9 +360,7 @@ static void fill_take(file_t *f) {
     return;
   }
   if (++f->nfills >= 2) f->stream = 1;
-  /* Double buffering: the pool reads the next buffer while Lua consumes
-   * this one. A failure here is met again, and raised, by the next fill. */
-  if (f->stream && !f->closed) (void)fill_start(f);
+  fills_top_up(f);
 }
 
 /* ---- reading: bytes and lines out of the buffers ------------------------- */
@@ -467,14 +509,15 @@ static int consume(lua_State *L, file_t *f, int how, size_t want,
       f->rerr = 0;
       return fs_raise(L, "read", f->path, NULL, err);
     }
-    if (f->fill == FILL_DONE) {
+    if (f->nfill > 0 && f->fills[f->fhead].state == FILL_DONE) {
       fill_take(f);
       continue;
     }
     ar__task_t *t = ar__task_check_current(L, "file:read");
-    if (f->fill == FILL_NONE && !f->busy) {
+    if (f->nfill == 0 && !f->busy) {
       int rc = fill_start(f);
       if (rc < 0) return fs_raise(L, "read", f->path, NULL, rc);
+      fills_top_up(f);
     }
     f->turn = 0;
     f->turn_t0 = 0;
@@ -907,6 +950,7 @@ static ar__task_t *req_end(fsreq_t *r, int from_cb) {
     r->file = NULL;
     if (r->op == OP_FWRITE && r->err == 0)
       f->rpos = r->pos < 0 ? (int64_t)r->st.st_size : r->pos + r->nwritten;
+    f->busy = 0;
     file_idle(f);
     file_release(f);
   }
@@ -1130,7 +1174,7 @@ static int write_go(lua_State *L, size_t off) {
     return 1;
   }
   ar__task_t *t = ar__task_check_current(L, "file:write");
-  if (f->busy) return wait_idle(L, t, f, write_wait_k, (lua_KContext)off);
+  if (file_inuse(f)) return wait_idle(L, t, f, write_wait_k, (lua_KContext)off);
   file_discard(f);
   size_t n = len - off < WRITE_MAX ? len - off : WRITE_MAX;
   fsreq_t *r = req_new(L, OP_FWRITE, "write", f->path, NULL);
@@ -1179,7 +1223,7 @@ static int seek_end_k(lua_State *L, int status, lua_KContext ctx) {
   int64_t size = (int64_t)r->st.st_size;
   req_drop(r);
   file_t *f = check_open(L, 1);
-  if (f->busy) return seek_go(L); /* another task came first: again */
+  if (file_inuse(f)) return seek_go(L); /* another came first: again */
   return seek_to(L, f, size + luaL_optinteger(L, 3, 0));
 }
 
@@ -1193,7 +1237,7 @@ static int seek_go(lua_State *L) {
     return 1;
   }
   ar__task_t *t = ar__task_check_current(L, "file:seek");
-  if (f->busy) return wait_idle(L, t, f, seek_k, 0);
+  if (file_inuse(f)) return wait_idle(L, t, f, seek_k, 0);
   if (whence == W_SET) return seek_to(L, f, off);
   if (whence == W_CUR) return seek_to(L, f, file_pos(f) + off);
   fsreq_t *r = req_new(L, OP_FSIZE, "seek", f->path, NULL);
@@ -1251,17 +1295,13 @@ static int close_go(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (f->busy) return wait_idle(L, t, f, close_wait_k, 0);
+  if (file_inuse(f)) return wait_idle(L, t, f, close_wait_k, 0);
   fsreq_t *r = req_new(L, OP_FCLOSE, "close", f->path, NULL);
   f->closed = 1;
   r->fd = f->fd; /* the request closes it, even if the task gives up */
   f->fd = -1;
   file_unlist(f);
-  if (f->fill == FILL_DONE) {
-    free(f->fbuf);
-    f->fbuf = NULL;
-    f->fill = FILL_NONE;
-  }
+  fills_drop(f);
   file_drop_buffers(f);
   return req_run(L, t, r, close_k);
 }
