@@ -312,24 +312,22 @@ static void fills_top_up(file_t *f) {
 static void fill_cb(uv_fs_t *req) {
   fill_t *fl = ar__container_of(req, fill_t, req);
   file_t *f = fl->f;
+  ar_engine_t *E = f->E;
   ssize_t res = req->result;
   uv_fs_req_cleanup(req);
-  ar__req_finished(f->E);
   /* A FIFO or a terminal cannot pread: read it as a stream instead. */
   if (res == UV_ESPIPE && !f->nopos && !f->closed) {
     f->nopos = 1;
     uv_buf_t b = uv_buf_init(fl->buf, (unsigned)fl->cap);
-    if (uv_fs_read(ar_engine_loop(f->E), &fl->req, f->fd, &b, 1, -1, fill_cb) ==
-        0) {
-      ar__req_started(f->E);
+    if (uv_fs_read(ar_engine_loop(E), &fl->req, f->fd, &b, 1, -1, fill_cb) == 0)
       return;
-    }
   }
   fl->res = res;
   fl->state = FILL_DONE;
   f->nrun--;
   file_idle(f);
   file_release(f);
+  ar__req_finished(E); /* last: with a borrowed loop it may free E */
 }
 
 /* Moves the oldest fill, done, into rb (which must be used up); the old
@@ -480,11 +478,12 @@ static void yield_cb(ar__timer_t *tm) {
   ar__task_wake(t, 0);
 }
 
-static void yield_cancel(ar__task_t *t, void *data) {
+static int yield_cancel(ar__task_t *t, void *data) {
   (void)t;
   file_t *f = data;
   ar__timer_stop(f->E, &f->yield);
   f->yielder = NULL;
+  return AR__CANCEL_DONE;
 }
 
 /* One read of `want` bytes or of a line: pushes it and returns 1, or
@@ -939,11 +938,12 @@ static int ents_collect(fsreq_t *r) {
   return rc;
 }
 
-/* The chain of r is over: wakes its task (from_cb) or reports it
- * orphaned (returns NULL), and gives the file back. A write moves the
- * position even if its task gave up: the bytes are in the file. */
-static ar__task_t *req_end(fsreq_t *r, int from_cb) {
-  ar__task_t *t = ar__work_finish(&r->work);
+/* The chain of r is over: wakes its task (from_cb), gives the file back,
+ * and frees r if its task gave up (returns 0) or leaves it to the task's
+ * continuation (returns 1). A write moves the position even if its task
+ * gave up: the bytes are in the file. */
+static int req_end(fsreq_t *r, int from_cb) {
+  ar__task_t *t = r->work.task;
   if (t != NULL && from_cb) ar__task_wake(t, 0);
   file_t *f = r->file;
   if (f != NULL) {
@@ -954,7 +954,10 @@ static ar__task_t *req_end(fsreq_t *r, int from_cb) {
     file_idle(f);
     file_release(f);
   }
-  return t;
+  ar__work_t w = r->work;
+  if (t == NULL) req_free(r);
+  ar__work_finish(&w); /* last: with a borrowed loop it may free E */
+  return t != NULL;
 }
 
 static void req_cb(uv_fs_t *req) {
@@ -968,17 +971,18 @@ static void req_cb(uv_fs_t *req) {
   }
   uv_fs_req_cleanup(req);
   if (advance(r, res)) return;
-  if (req_end(r, 1) == NULL) req_free(r);
+  req_end(r, 1);
 }
 
 /* The task is cancelled: it resumes at once; r finishes on its own. */
-static void req_cancel(ar__task_t *t, void *data) {
+static int req_cancel(ar__task_t *t, void *data) {
   (void)t;
   fsreq_t *r = data;
   if (r->box != NULL) r->box->r = NULL;
   r->box = NULL;
   ar__work_orphan(&r->work);
   uv_cancel((uv_req_t *)&r->req); /* not started yet: it never will */
+  return AR__CANCEL_DONE;
 }
 
 static int box_gc(lua_State *L) {
