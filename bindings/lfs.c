@@ -981,7 +981,9 @@ static int req_cancel(ar__task_t *t, void *data) {
   if (r->box != NULL) r->box->r = NULL;
   r->box = NULL;
   ar__work_orphan(&r->work);
-  uv_cancel((uv_req_t *)&r->req); /* not started yet: it never will */
+  /* Not started yet: it never will (a close is let run: it is quick, and
+   * wanted anyway). */
+  if (r->op != OP_FCLOSE) uv_cancel((uv_req_t *)&r->req);
   return AR__CANCEL_DONE;
 }
 
