@@ -1188,7 +1188,7 @@ static int write_go(lua_State *L, size_t off) {
   memcpy(r->buf, s + off, n);
   r->len = n;
   r->off = off;
-  r->pos = f->append ? -1 : f->rpos;
+  r->pos = f->append || f->nopos ? -1 : f->rpos; /* -1: write(2) */
   r->file = f;
   f->busy = 1;
   f->refs++;
@@ -1242,6 +1242,7 @@ static int seek_go(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)file_pos(f));
     return 1;
   }
+  if (f->nopos) return fs_raise(L, "seek", f->path, NULL, UV_ESPIPE);
   ar__task_t *t = ar__task_check_current(L, "file:seek");
   if (file_inuse(f)) return wait_idle(L, t, f, seek_k, 0);
   if (whence == W_SET) return seek_to(L, f, off);

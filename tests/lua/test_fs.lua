@@ -333,6 +333,19 @@ check.test("a FIFO reads as a stream", function()
   w:close()
   check.list(got, { "one", "two" }, "lines from a fifo")
   check.eq(fs.stat(fifo).type, "fifo", "type")
+  -- And written as one: a child reads what we write.
+  local out = p("fifo.out")
+  local r = io.popen(("sh -c 'cat %s > %s' &"):format(fifo, out))
+  local f = fs.open(fifo, "w")
+  f:write("three\n"):write("four\n")
+  check.eq(check.raises("fs", f.seek, f, "set", 0).errno, "ESPIPE", "no seeking")
+  f:close()
+  r:close()
+  for _ = 1, 100 do
+    if fs.read_file(out) == "three\nfour\n" then break end
+    async.sleep(0.01)
+  end
+  check.eq(fs.read_file(out), "three\nfour\n", "written through the fifo")
 end)
 
 os.execute("rm -rf " .. dir)
