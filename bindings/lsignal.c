@@ -3,7 +3,9 @@
  *
  * Signals that arrive while no task waits are counted, and each later
  * :wait() takes one: none is lost between two waits of a loop. Every
- * waiting task is woken by one arrival (a broadcast). The handle lives in
+ * waiting task is woken by one arrival (a broadcast). The handle keeps
+ * the loop alive only while a task waits, so a script stuck elsewhere is
+ * still reported as a deadlock. The handle lives in
  * C memory (watch_t), is counted as a handle of the engine, and is closed by
  * :close(), by the collector, or by the module's close hook when the
  * engine is freed; its memory goes in the close callback. */
@@ -94,6 +96,7 @@ static void sig_cb(uv_signal_t *h, int signum) {
   ar__task_t *t;
   while ((t = ar__waiters_shift(&s->waiters)) != NULL)
     ar__task_wake_kept(t, WOKEN_SIGNAL);
+  uv_unref((uv_handle_t *)&s->h);
 }
 
 static void sig_close_cb(uv_handle_t *h) {
@@ -125,6 +128,13 @@ static void sig_state_close(ar_engine_t *E, void *state) {
     watch_t *s = ar__container_of(S->sigs.next, watch_t, node);
     sig_close(s);
   }
+}
+
+static int wait_cancel(ar__task_t *t, void *data) {
+  watch_t *s = data;
+  ar__waiters_cancel(t, NULL);
+  if (ar__list_empty(&s->waiters)) uv_unref((uv_handle_t *)&s->h);
+  return AR__CANCEL_DONE;
 }
 
 static int parse_signal(lua_State *L, int arg) {
@@ -170,6 +180,7 @@ static int l_signal(lua_State *L) {
     return luaL_error(L, "async.signal: cannot watch %s: %s", sig_name(signum),
                       uv_strerror(rc));
   }
+  uv_unref((uv_handle_t *)&s->h);
   s->S = S;
   ar__list_insert_tail(&S->sigs, &s->node);
   b->s = s;
@@ -206,7 +217,8 @@ static int s_wait(lua_State *L) {
   }
   lua_settop(L, 1);
   ar__waiters_push(&s->waiters, t);
-  return ar__task_suspend(L, t, ar__waiters_cancel, NULL, wait_k, 0);
+  uv_ref((uv_handle_t *)&s->h);
+  return ar__task_suspend(L, t, wait_cancel, s, wait_k, 0);
 }
 
 /* sig:close(): stops watching; waiting tasks raise "closed". Closing

@@ -93,4 +93,19 @@ check.test("bad names are argument errors", function()
   check.matches(check.raises(nil, s.wait, {}), "asyncrun.signal expected")
 end)
 
+check.test("an open signal nobody waits for does not hide a deadlock", function()
+  local script = os.tmpname()
+  local f = io.open(script, "w")
+  f:write('local async = require "async"\n',
+          'local s = async.signal("SIGUSR1")\n',
+          'async.queue():get()\n')
+  f:close()
+  local h = io.popen(("%s %s 2>&1; echo status=$?"):format(arg[-1], script))
+  local out = h:read("a")
+  h:close()
+  os.remove(script)
+  check.matches(out, "deadlock")
+  check.matches(out, "status=1")
+end)
+
 check.done()
