@@ -178,6 +178,7 @@ struct file_s {
   fill_t fills[NFILL];
   int fhead, nfill;
   int64_t fpos;
+  int64_t size_hint;  /* the size at open (a regular file), else -1 */
   ar__list_t waiters; /* tasks waiting for the file to be idle or filled */
   size_t turn;        /* bytes handed to Lua since the clock was read */
   uint64_t turn_t0;   /* when the running reader's turn began, or 0 */
@@ -273,6 +274,14 @@ static int fill_start(file_t *f) {
   size_t size = FILL_MIN;
   for (int i = 0; i < f->nfills + f->nfill && size < FILL_MAX; i++)
     size *= 2;
+  if (f->stream) size = FILL_MAX; /* chunks(), lines(): read it all */
+  /* A file smaller than that is read in one go, with a byte to spare, so
+   * that the read comes back short: the end, without one more read. */
+  if (f->size_hint >= 0) {
+    int64_t left = f->size_hint - f->fpos + 1;
+    if (left > 0 && left < (int64_t)size)
+      size = left < 4096 ? 4096 : (size_t)left;
+  }
   char *buf = f->spare;
   if (buf != NULL && f->scap >= size) {
     size = f->scap;
@@ -353,7 +362,9 @@ static void fill_take(file_t *f) {
   f->rd = 0;
   f->rlen = (size_t)res;
   f->rpos += res;
-  if (res == 0) {
+  /* A regular file read short has ended (for now: the next read after
+   * the end is reached looks again). */
+  if (res == 0 || (!f->nopos && (size_t)res < fl->cap)) {
     f->eof = 1;
     return;
   }
@@ -948,8 +959,10 @@ static int req_end(fsreq_t *r, int from_cb) {
   file_t *f = r->file;
   if (f != NULL) {
     r->file = NULL;
-    if (r->op == OP_FWRITE && r->err == 0)
+    if (r->op == OP_FWRITE && r->err == 0) {
       f->rpos = r->pos < 0 ? (int64_t)r->st.st_size : r->pos + r->nwritten;
+      if (f->size_hint >= 0 && f->rpos > f->size_hint) f->size_hint = f->rpos;
+    }
     f->busy = 0;
     file_idle(f);
     file_release(f);
@@ -1396,6 +1409,7 @@ static int open_k(lua_State *L, int status, lua_KContext ctx) {
   f->fd = r->fd;
   r->fd = -1;
   f->nopos = (unsigned)r->nopos;
+  f->size_hint = r->nopos ? -1 : (int64_t)r->st.st_size;
   f->closed = 0;
   fs_state_t *S = state_of(L);
   f->S = S;

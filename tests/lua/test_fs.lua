@@ -92,19 +92,27 @@ check.test("lines: CRLF, no final newline, empty file, empty lines", function()
 end)
 
 check.test("lines across buffer boundaries and longer than a buffer", function()
-  -- Buffers are 64 KiB, then 128 KiB, 256 KiB...: put line ends, and a
-  -- "\r" whose "\n" is in the next buffer, on those edges.
+  -- lines() and chunks() read 2 MiB at a time; read(n) starts at 64 KiB
+  -- and doubles. Put line ends, and a "\r" whose "\n" is in the next
+  -- buffer, on those edges, and a line longer than a buffer.
+  local MiB = 1048576
   local parts, size = {}, 0
   local function add(s) parts[#parts + 1] = s; size = size + #s end
   local rnd = 12345
   local function rand(n) rnd = (rnd * 1103515245 + 12345) % 2147483648; return rnd % n end
-  while size < 65536 - 1 do
-    local n = math.min(rand(200), 65536 - 1 - size)
-    add(("a"):rep(n)); if size < 65535 then add("\n") end
+  local function fill_to(limit) -- random lines up to limit - 1, then "\r\n"
+    while size < limit - 1 do
+      local n = math.min(rand(200), limit - 1 - size)
+      add(("a"):rep(n))
+      if size < limit - 1 then add("\n") end
+    end
+    add("\r\n") -- "\r" at limit - 1, "\n" at limit
   end
-  while size < 65535 do add("b") end
-  add("\r\n")                          -- "\r" at 65535, "\n" at 65536
-  add(("L"):rep(300000) .. "\r\n")     -- longer than the first buffers
+  fill_to(65536)
+  fill_to(65536 + 131072)
+  fill_to(2 * MiB)
+  add(("L"):rep(3 * MiB) .. "\r\n") -- longer than a buffer
+  fill_to(6 * MiB)
   for i = 1, 20000 do add(("line %d with some text\r\n"):format(i)) end
   add("no newline at the end")
   local s = table.concat(parts)
@@ -115,13 +123,32 @@ check.test("lines across buffer boundaries and longer than a buffer", function()
   -- The same through chunks of an odd size, and read(n).
   local f <close> = fs.open(p("big.txt"))
   local acc = {}
-  for c in f:chunks(7777) do
-    if #c ~= 7777 then check.eq(#acc * 7777 + #c, #s, "only the last chunk is short") end
+  for c in f:chunks(77777) do
+    if #c ~= 77777 then check.eq(#acc * 77777 + #c, #s, "only the last chunk is short") end
     acc[#acc + 1] = c
   end
   check.eq(table.concat(acc), s, "chunks")
+  f:seek("set", 0)
+  acc = {}
+  while true do
+    local c = f:read(10007)
+    if not c then break end
+    acc[#acc + 1] = c
+  end
+  check.eq(table.concat(acc), s, "read(n) to the end")
   f:seek("set", 65530)
   check.eq(f:read(10), s:sub(65531, 65540), "read across a boundary after seek")
+end)
+
+check.test("after the end, a read looks again: the file may have grown", function()
+  fs.write_file(p("grow"), "start\n")
+  local f <close> = fs.open(p("grow"))
+  check.eq(f:read(100), "start\n", "all of it")
+  check.eq(f:read(100), nil, "end")
+  local w <close> = fs.open(p("grow"), "a")
+  w:write("more\n")
+  check.eq(f:read(100), "more\n", "what was appended")
+  check.eq(f:read(100), nil, "end again")
 end)
 
 check.test("read_file, write_file: whole content, no temporary file left", function()
