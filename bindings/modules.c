@@ -1,6 +1,6 @@
 /* The Lua modules built into the engine. Each is preloaded, so a script
  * pays for a module only when it requires it. */
-#include "internal.h"
+#include "module.h"
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
