@@ -4,9 +4,13 @@
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
-    {"async", luaopen_async},           {"async.http", luaopen_async_http},
-    {"async.json", luaopen_async_json}, {"cjson", luaopen_cjson},
-    {"cjson.safe", luaopen_cjson_safe}, {NULL, NULL},
+    {"async", luaopen_async},
+    {"async.http", luaopen_async_http},
+    {"async.json", luaopen_async_json},
+    {"async.fs", luaopen_async_fs},
+    {"cjson", luaopen_cjson},
+    {"cjson.safe", luaopen_cjson_safe},
+    {NULL, NULL},
 };
 
 /* Registers the built-in modules in package.preload. */
