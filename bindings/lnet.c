@@ -22,7 +22,7 @@
 
 #define SERVER_MT "asyncrun.net.server"
 #define ADDRS_MT "asyncrun.net.addrinfo"
-#define WOKE_TIMEOUT 1 /* a wake code no libuv status can be */
+#define WOKE_TIMEOUT 60000 /* a wake code no libuv status gives */
 #define ACCEPT_QUEUE 64
 
 int ar__udp_open(lua_State *L); /* ludp.c: adds net.udp */
@@ -175,8 +175,7 @@ static void dns_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dns_t *d = ar__container_of(req, dns_t, req);
   ar_engine_t *E = d->work.E;
   ar__task_t *t = ar__work_finish(&d->work);
-  ar__req_finished(E);
-  if (t == NULL) { /* the task gave up */
+  if (t == NULL) { /* the task gave up (and E may be gone) */
     if (res != NULL) uv_freeaddrinfo(res);
     free(d);
     return;
@@ -195,11 +194,12 @@ static void dns_timer_cb(ar__timer_t *tm) {
   ar__task_wake(t, WOKE_TIMEOUT);
 }
 
-static void dns_cancel(ar__task_t *t, void *data) {
+static int dns_cancel(ar__task_t *t, void *data) {
   (void)t;
   dns_t *d = data;
   ar__timer_stop(d->work.E, &d->timer);
   ar__work_orphan(&d->work);
+  return AR__CANCEL_DONE;
 }
 
 /* Starts a lookup of host (port: 0 for none) and suspends, with the
@@ -233,8 +233,7 @@ static int dns_start(lua_State *L, const char *host, int port, int family,
                    uv_err_name(rc), uv_strerror(rc));
     return ar__error_throw(L);
   }
-  ar__req_started(E);
-  ar__work_start(&d->work, t);
+  ar__work_start(&d->work, t); /* counts the request */
   lua_pushlightuserdata(L, d);
   lua_replace(L, slot);
   return ar__task_suspend(L, t, dns_cancel, d, k, ctx);
@@ -347,14 +346,13 @@ typedef struct {
 
 static void conn_cb(uv_connect_t *req, int status) {
   conn_t *c = ar__container_of(req, conn_t, req);
-  ar_engine_t *E = c->work.E;
-  ar__task_t *t = ar__work_finish(&c->work);
-  ar__req_finished(E);
-  ar__timer_stop(E, &c->timer);
+  if (ar__timer_active(&c->timer)) ar__timer_stop(c->work.E, &c->timer);
+  ar__work_t work = c->work;
   free(c);
+  ar__task_t *t = ar__work_finish(&work); /* last: may release the engine */
   /* The stream is in the task's box: nothing is lost if a cancellation
    * overtakes this wake (the box is collected, the stream closed). */
-  if (t != NULL) ar__task_wake(t, status == 0 ? 0 : status);
+  if (t != NULL) ar__task_wake(t, ar__stream_code(status));
 }
 
 static void conn_timer_cb(ar__timer_t *tm) {
@@ -365,12 +363,13 @@ static void conn_timer_cb(ar__timer_t *tm) {
   ar__task_wake(t, WOKE_TIMEOUT);
 }
 
-static void conn_cancel(ar__task_t *t, void *data) {
+static int conn_cancel(ar__task_t *t, void *data) {
   (void)t;
   conn_t *c = data;
   ar__timer_stop(c->work.E, &c->timer);
   ar__work_orphan(&c->work);
   ar__stream_close(c->s);
+  return AR__CANCEL_DONE;
 }
 
 /* Stack of connect: 1 host, 2 port, 3 opts, 4 addrs, 5 record slot,
@@ -419,8 +418,7 @@ static int connect_next(lua_State *L) {
       lua_replace(L, C_ERR);
       continue;
     }
-    ar__req_started(E);
-    ar__work_start(&c->work, t);
+    ar__work_start(&c->work, t); /* counts the request */
     if (left > 0 && ar__timer_start(E, &c->timer, left, conn_timer_cb) != 0) {
       conn_cancel(t, c); /* conn_cb follows and frees c */
       return luaL_error(L, "not enough memory");
@@ -455,8 +453,8 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     dns_result(L, C_SLOT, a, lua_tostring(L, C_HOST), timeout);
     return connect_next(L);
   }
-  int rc = ar__task_woken(L);
-  if (rc == WOKE_TIMEOUT) return raise_timeout(L);
+  if (ar__task_woken(L) == WOKE_TIMEOUT) return raise_timeout(L);
+  int rc = ar__stream_status(L);
   ar__stream_t **box = lua_touserdata(L, C_BOX);
   if (rc == 0 && *box != NULL) {
     ar__stream_t *s = *box;
@@ -553,11 +551,12 @@ static void connection_cb(uv_stream_t *h, int status) {
   }
 }
 
-static void acceptor_cancel(ar__task_t *t, void *data) {
+static int acceptor_cancel(ar__task_t *t, void *data) {
   (void)t;
   srv_t *srv = data;
   srv->acceptor = NULL;
   srv_close(srv); /* the server ends with its acceptor */
+  return AR__CANCEL_DONE;
 }
 
 static int acceptor_k(lua_State *L, int status, lua_KContext ctx);

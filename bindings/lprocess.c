@@ -36,7 +36,7 @@ typedef struct proc_s {
   ar__list_t node; /* in the module's list while the handle is open */
   int refs;        /* the open handle, and the box */
   int pid;
-  uint8_t exited, terminating, timed_out, engine_closed;
+  uint8_t exited, terminating, timed_out, engine_closed, exec_cancelling;
   int64_t status;
   int term_signal;
   double grace;
@@ -480,13 +480,23 @@ static void exec_timeout_cb(ar__timer_t *tm) {
   exec_check(p); /* if it had exited already, waiting only for its pipes */
 }
 
-static void exec_cancel(ar__task_t *t, void *data) {
+/* A cancelled exec stops the child and waits until it is gone (the
+ * exit callback then wakes the task, which raises "cancelled"), so that
+ * after a cancellation no child of it is left. Called again if the task
+ * is closed by force meanwhile: then it lets go at once, and the child is
+ * still stopped and reaped, without anybody waiting. */
+static int exec_cancel(ar__task_t *t, void *data) {
   (void)t;
   proc_t *p = data;
-  p->exec_task = NULL;
   ar__timer_stop(p->E, &p->timeout);
-  terminate(p);
   close_io(p);
+  if (p->exec_cancelling || p->exited) {
+    p->exec_task = NULL;
+    return AR__CANCEL_DONE;
+  }
+  p->exec_cancelling = 1;
+  terminate(p);
+  return AR__CANCEL_WAIT;
 }
 
 static void push_output(lua_State *L, const ar__stream_t *s) {
@@ -512,6 +522,10 @@ static int exec_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   proc_t **box = lua_touserdata(L, (int)ctx);
   proc_t *p = *box;
+  if (ar__task_cancelling(L)) { /* the child is gone */
+    release(box);
+    return ar__task_raise_cancelled(L);
+  }
   if (p->timed_out) {
     lua_rawgeti(L, 1, 1);
     const char *prog = lua_tostring(L, -1);
@@ -543,7 +557,7 @@ static int l_exec(lua_State *L) {
     opts = 2;
   }
   lua_settop(L, 2);
-  ar__task_t *t = ar__task_check_current(L, "process.exec");
+  ar__task_t *t = ar__task_check_suspendable(L, "process.exec");
   proc_t **box = newbox(L, EXEC_MT, 0);
   int boxidx = lua_gettop(L);
   opts_t o;
@@ -605,14 +619,27 @@ static int l_spawn(lua_State *L) {
   return 1;
 }
 
-static void wait_cancel(ar__task_t *t, void *data) {
-  ar__waiters_cancel(t, NULL);
-  terminate(data);
+/* One task's wait in p:wait(), on its stack (index 2). */
+typedef struct {
+  proc_t *p;
+  int cancelling;
+} wait_t;
+
+/* As exec_cancel: stop the child, wait until it is gone; let go at once
+ * when called again (the task closed by force). */
+static int wait_cancel(ar__task_t *t, void *data) {
+  wait_t *w = data;
+  if (w->cancelling) return ar__waiters_cancel(t, NULL);
+  w->cancelling = 1;
+  terminate(w->p);
+  return AR__CANCEL_WAIT;
 }
 
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
+  if (status == LUA_YIELD && ar__task_cancelling(L))
+    return ar__task_raise_cancelled(L);
   proc_t *p = *check_proc(L);
   push_status(L, p);
   return 2;
@@ -622,12 +649,14 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
  * and the signal's name (nil if it exited). */
 static int p_wait(lua_State *L) {
   proc_t *p = *check_proc(L);
-  if (p == NULL) return luaL_error(L, "process:wait: the process is closed");
   lua_settop(L, 1);
   if (p->exited) return wait_k(L, LUA_OK, 0);
-  ar__task_t *t = ar__task_check_current(L, "process:wait");
+  ar__task_t *t = ar__task_check_suspendable(L, "process:wait");
+  wait_t *w = lua_newuserdatauv(L, sizeof *w, 0);
+  w->p = p;
+  w->cancelling = 0;
   ar__waiters_push(&p->waiters, t);
-  return ar__task_suspend(L, t, wait_cancel, p, wait_k, 0);
+  return ar__task_suspend(L, t, wait_cancel, w, wait_k, 0);
 }
 
 /* p:kill([sig]) -> true if the signal was sent, false if the child had

@@ -236,10 +236,11 @@ enum { OP_READ, OP_LINE, OP_ALL };
 static const char *const op_names[] = {"stream:read", "stream:read_line",
                                        "stream:read_all"};
 
-static void read_cancel(ar__task_t *t, void *data) {
+static int read_cancel(ar__task_t *t, void *data) {
   ar__stream_t *s = data;
   if (s->reader == t) s->reader = NULL;
   if (s->len >= AR__STREAM_HIGH_WATER) stop_reading(s);
+  return AR__CANCEL_DONE;
 }
 
 static int read_k(lua_State *L, int status, lua_KContext ctx);
@@ -360,27 +361,38 @@ typedef struct {
   int tasked;
 } sreq_t;
 
-static void write_cb(uv_write_t *req, int status) {
-  wreq_t *w = ar__container_of(req, wreq_t, req);
-  ar__stream_t *s = w->s;
-  ar__task_t *t = w->tasked ? ar__work_finish(&w->work) : NULL;
+/* Ends a request record: frees it, then finishes its count, last (with
+ * a borrowed loop that may release the engine). Returns the task to wake,
+ * if a task waits for it. */
+static ar__task_t *req_done(ar__stream_t *s, void *rec, ar__work_t *work,
+                            int tasked) {
+  ar_engine_t *E = s->E;
+  ar__work_t w = *work;
   s->nreqs--;
-  ar__req_finished(s->E);
-  free(w);
-  /* kept: the bytes went out, so the writer learns it even if a
-   * cancellation arrives before it runs. */
-  if (t != NULL) ar__task_wake_kept(t, status);
+  free(rec);
+  if (tasked) return ar__work_finish(&w);
+  ar__req_finished(E);
+  return NULL;
 }
 
-static void write_cancel(ar__task_t *t, void *data) {
+static void write_cb(uv_write_t *req, int status) {
+  wreq_t *w = ar__container_of(req, wreq_t, req);
+  ar__task_t *t = req_done(w->s, w, &w->work, w->tasked);
+  /* kept: the bytes went out, so the writer learns it even if a
+   * cancellation arrives before it runs. */
+  if (t != NULL) ar__task_wake_kept(t, ar__stream_code(status));
+}
+
+static int write_cancel(ar__task_t *t, void *data) {
   (void)t;
   ar__work_orphan(&((wreq_t *)data)->work);
+  return AR__CANCEL_DONE;
 }
 
 static int write_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
-  int rc = ar__task_woken(L);
+  int rc = ar__stream_status(L);
   if (rc < 0) return ar__stream_raise(L, NULL, rc, "stream:write");
   lua_settop(L, 1);
   return 1;
@@ -419,8 +431,7 @@ static wreq_t *queue_write(ar__stream_t *s, const uv_buf_t *bufs, int n,
     return NULL;
   }
   s->nreqs++;
-  ar__req_started(s->E);
-  return w;
+  return w; /* counted by the caller: ar__work_start or ar__req_started */
 }
 
 #define MAX_WRITE_ARGS 16
@@ -470,12 +481,8 @@ static int l_write(lua_State *L) {
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   sreq_t *r = ar__container_of(req, sreq_t, req);
-  ar__stream_t *s = r->s;
-  ar__task_t *t = r->tasked ? ar__work_finish(&r->work) : NULL;
-  s->nreqs--;
-  ar__req_finished(s->E);
-  free(r);
-  if (t != NULL) ar__task_wake_kept(t, status);
+  ar__task_t *t = req_done(r->s, r, &r->work, r->tasked);
+  if (t != NULL) ar__task_wake_kept(t, ar__stream_code(status));
 }
 
 static sreq_t *queue_shutdown(ar__stream_t *s, int *rc) {
@@ -492,8 +499,7 @@ static sreq_t *queue_shutdown(ar__stream_t *s, int *rc) {
     return NULL;
   }
   s->nreqs++;
-  ar__req_started(s->E);
-  return r;
+  return r; /* counted by the caller */
 }
 
 int ar__stream_send_and_shutdown(ar__stream_t *s, const char *data,
@@ -507,20 +513,26 @@ int ar__stream_send_and_shutdown(ar__stream_t *s, const char *data,
       done = (size_t)rc;
     else if (rc != UV_EAGAIN)
       return rc;
-    if (done < len && queue_write(s, &b, 1, done, &rc) == NULL) return rc;
+    if (done < len) {
+      if (queue_write(s, &b, 1, done, &rc) == NULL) return rc;
+      ar__req_started(s->E);
+    }
   }
-  return queue_shutdown(s, &rc) == NULL ? rc : 0;
+  if (queue_shutdown(s, &rc) == NULL) return rc;
+  ar__req_started(s->E);
+  return 0;
 }
 
-static void shutdown_cancel(ar__task_t *t, void *data) {
+static int shutdown_cancel(ar__task_t *t, void *data) {
   (void)t;
   ar__work_orphan(&((sreq_t *)data)->work);
+  return AR__CANCEL_DONE;
 }
 
 static int shutdown_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
-  int rc = ar__task_woken(L);
+  int rc = ar__stream_status(L);
   if (rc < 0 && rc != UV_ENOTCONN)
     return ar__stream_raise(L, NULL, rc, "stream:shutdown");
   return 0;

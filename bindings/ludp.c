@@ -150,9 +150,10 @@ static void push_from(lua_State *L, const struct sockaddr_storage *ss) {
   lua_pushinteger(L, port);
 }
 
-static void recv_cancel(ar__task_t *t, void *data) {
+static int recv_cancel(ar__task_t *t, void *data) {
   udp_t *u = data;
   if (u->receiver == t) u->receiver = NULL;
+  return AR__CANCEL_DONE;
 }
 
 static int recv_k(lua_State *L, int status, lua_KContext ctx);
@@ -199,23 +200,23 @@ typedef struct {
 
 static void send_cb(uv_udp_send_t *req, int status) {
   sreq_t *r = ar__container_of(req, sreq_t, req);
-  udp_t *u = r->u;
-  ar__task_t *t = ar__work_finish(&r->work);
-  u->nreqs--;
-  ar__req_finished(u->E);
+  ar__work_t work = r->work;
+  r->u->nreqs--;
   free(r);
-  if (t != NULL) ar__task_wake_kept(t, status);
+  ar__task_t *t = ar__work_finish(&work); /* last: may release the engine */
+  if (t != NULL) ar__task_wake_kept(t, ar__stream_code(status));
 }
 
-static void send_cancel(ar__task_t *t, void *data) {
+static int send_cancel(ar__task_t *t, void *data) {
   (void)t;
   ar__work_orphan(&((sreq_t *)data)->work);
+  return AR__CANCEL_DONE;
 }
 
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
-  int rc = ar__task_woken(L);
+  int rc = ar__stream_status(L);
   if (rc < 0) return ar__stream_raise(L, "io", rc, "udp:send");
   return 0;
 }
@@ -252,8 +253,7 @@ static int u_send(lua_State *L) {
     return ar__stream_raise(L, "io", rc, "udp:send");
   }
   u->nreqs++;
-  ar__req_started(u->E);
-  ar__work_start(&r->work, t);
+  ar__work_start(&r->work, t); /* counts the request */
   return ar__task_suspend(L, t, send_cancel, r, send_k, 0);
 }
 
