@@ -686,6 +686,8 @@ static h2o_req_t *start(lua_State *L, sreq_t *s, size_t content_length) {
       lua_pop(L, 2);
     }
   }
+  /* 204 and 304 have no body and must not announce one. */
+  if (status == 204 || status == 304) content_length = SIZE_MAX;
   req->res.content_length = content_length;
   h2o_start_response(req, &s->gen);
   return req;
@@ -698,6 +700,7 @@ static int r_respond(lua_State *L) {
   const char *body = luaL_optlstring(L, 4, "", &len);
   h2o_req_t *req = start(L, s, len);
   h2o_iovec_t iov = {NULL, 0};
+  if (req->res.content_length == SIZE_MAX) len = 0;
   if (len > 0) {
     iov.base = h2o_mem_alloc_pool(&req->pool, len);
     memcpy(iov.base, body, len);
