@@ -42,6 +42,10 @@ typedef struct {
   uv_tcp_t tcp; /* first: the close callback gets the handle */
   server_t *srv;
   ar__list_t node; /* in srv->conns */
+  h2o_socket_t *sock;
+  int inflight;   /* requests of ours h2o has not disposed of */
+  uint64_t since; /* uv_now when it last had none in flight */
+  int ended;      /* the sweep has shut it down */
 } conn_t;
 
 /* The handler h2o calls for every request, pointing back at its server. */
@@ -56,6 +60,7 @@ typedef struct {
   server_t *srv;
   h2o_req_t *req; /* NULL once h2o has disposed of the request */
   h2o_generator_t gen;
+  conn_t *conn;    /* NULL for TLS connections, and once disposed of */
   ar__list_t node; /* in srv->incoming until dispatched */
   uint8_t queued;
   uint8_t lua;            /* a request userdata points at it */
@@ -75,6 +80,9 @@ struct server_s {
   h2o_accept_ctx_t accept;
   SSL_CTX *ssl;
   uv_tcp_t listener;
+  uv_timer_t sweep; /* the request timeout (see sweep_cb) */
+  uint64_t timeout; /* milliseconds */
+  uint8_t sweep_live;
   uint8_t conf_live;  /* conf initialized, not disposed */
   uint8_t listening;  /* listener not yet through its close callback */
   uint8_t ctx_live;   /* h2o context initialized, not disposed */
@@ -142,6 +150,11 @@ static void ctx_dispose(server_t *srv) {
   }
   free(ctx->_pathconfs_inited.entries);
   free(ctx->_module_configs);
+  if (srv->sweep_live) {
+    srv->sweep_live = 0;
+    srv->closing++;
+    uv_close((uv_handle_t *)&srv->sweep, ctx_timer_closed_cb);
+  }
   for (int i = 0; i < CTX_TIMEOUTS; i++) {
     uv_timer_t *tm = &ctx_timeout(ctx, i)->_backend.timer;
     tm->data = srv;
@@ -199,6 +212,9 @@ static void sreq_wake(sreq_t *s) {
  * connection died). Runs inside h2o, so it only records. */
 static void anchor_dispose(void *p) {
   sreq_t *s = *(sreq_t **)p;
+  if (s->conn != NULL && --s->conn->inflight == 0)
+    s->conn->since = uv_now(ar_engine_loop(s->srv->E));
+  s->conn = NULL;
   s->req = NULL;
   s->busy = 0;
   if (s->queued) {
@@ -243,10 +259,23 @@ static void dispatcher_wake(server_t *srv) {
   }
 }
 
+/* The connection a request came on, for plain HTTP/1 (h2o's connection
+ * object is the socket's data; TLS ones are left to h2o's own timeout). */
+static conn_t *conn_of(server_t *srv, h2o_req_t *req) {
+  if (srv->ssl != NULL) return NULL;
+  for (ar__list_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
+    conn_t *c = ar__container_of(n, conn_t, node);
+    if (c->sock->data == (void *)req->conn) return c;
+  }
+  return NULL;
+}
+
 /* Every request h2o has parsed. Queues it for the dispatcher task. */
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   server_t *srv = ((handler_t *)self)->srv;
+  conn_t *c = conn_of(srv, req);
   if (srv->max_header > 0 && header_bytes(req) > srv->max_header) {
+    if (c != NULL) c->ended = 1; /* h2o closes it after the answer */
     h2o_send_error_generic(req, 431, "Request Header Fields Too Large",
                            "request header fields too large\n",
                            H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
@@ -270,6 +299,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   }
   *anchor = s;
   s->srv = srv;
+  s->conn = c;
+  if (c != NULL) c->inflight++;
   s->req = req;
   s->gen.proceed = gen_proceed;
   s->gen.stop = gen_stop;
@@ -318,9 +349,46 @@ static void on_accept(uv_stream_t *l, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   ar__list_insert_tail(&srv->conns, &c->node);
   srv->nconns++;
-  h2o_socket_t *sock =
-      h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_closed_cb);
-  h2o_accept(&srv->accept, sock);
+  c->inflight = 0;
+  c->ended = 0;
+  c->since = uv_now(l->loop);
+  c->sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_closed_cb);
+  h2o_accept(&srv->accept, c->sock);
+}
+
+/* The request timeout, for plain HTTP/1 connections. h2o 2.2 only closes a
+ * connection whose request is late, silently; this answers 408 first. A
+ * connection with no request in flight for longer than the timeout is
+ * either idle (nothing received: closed, as keep-alive ends) or stalled
+ * mid-request (bytes waiting in h2o's buffer: 408, then closed). Both are
+ * ended by shutting the socket down under h2o, which then reads the end of
+ * the stream and closes it in its own way. The 408 is written straight to
+ * the socket: h2o has nothing to write on a connection in this state. */
+static void sweep_cb(uv_timer_t *tm) {
+  static const char resp[] = "HTTP/1.1 408 Request Timeout\r\n"
+                             "Content-Type: text/plain; charset=utf-8\r\n"
+                             "Connection: close\r\n"
+                             "Content-Length: 16\r\n"
+                             "\r\n"
+                             "request timeout\n";
+  server_t *srv = tm->data;
+  uint64_t now = uv_now(tm->loop);
+  for (ar__list_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
+    conn_t *c = ar__container_of(n, conn_t, node);
+    uv_os_fd_t fd;
+    if (c->ended || c->inflight > 0 || now - c->since < srv->timeout ||
+        h2o_socket_is_writing(c->sock) ||
+        uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+      continue;
+    c->ended = 1;
+    if (c->sock->input->size > 0) {
+      ssize_t w = send(fd, resp, sizeof resp - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)w; /* a client that cannot take 100 bytes just sees the close */
+      shutdown(fd, SHUT_RDWR);
+    } else {
+      shutdown(fd, SHUT_RD);
+    }
+  }
 }
 
 static void listener_closed_cb(uv_handle_t *h) {
@@ -443,7 +511,10 @@ static int l_listen(lua_State *L) {
   srv->conf_live = 1;
   srv->conf.server_name = h2o_iovec_init(H2O_STRLIT("asyncrun"));
   srv->conf.max_request_entity_size = (size_t)max_body;
-  srv->conf.http1.req_timeout = (uint64_t)(timeout * 1000);
+  /* h2o's own timeout is a backstop (and TLS connections' timeout): the
+   * sweep ends plain connections first, with a 408. */
+  srv->timeout = (uint64_t)(timeout * 1000);
+  srv->conf.http1.req_timeout = srv->timeout * 2 + 1000;
   srv->conf.http2.idle_timeout = (uint64_t)(timeout * 1000);
   h2o_hostconf_t *hc = h2o_config_register_host(
       &srv->conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
@@ -484,6 +555,13 @@ static int l_listen(lua_State *L) {
 
   h2o_context_init(&srv->ctx, loop, &srv->conf);
   srv->ctx_live = 1;
+  uv_timer_init(loop, &srv->sweep);
+  srv_handle_opened(srv->E);
+  srv->sweep.data = srv;
+  srv->sweep_live = 1;
+  uint64_t period = srv->timeout / 8;
+  period = period < 25 ? 25 : period > 1000 ? 1000 : period;
+  uv_timer_start(&srv->sweep, sweep_cb, period, period);
   for (int i = 0; i < CTX_TIMEOUTS; i++)
     srv_handle_opened(srv->E);
   srv->accept.ctx = &srv->ctx;
