@@ -182,4 +182,23 @@ check.test("curl sees the status, headers and body a handler set", function()
   srv:close()
 end)
 
+check.test("tls: HTTPS with HTTP/2 through ALPN; a bad certificate raises kind tls", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir .. " && openssl req -x509 -newkey rsa:2048 -nodes -days 2" ..
+                    " -subj /CN=127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir ..
+                    "/cert.pem >/dev/null 2>&1"))
+  local srv = http.serve({ tls = { cert = dir .. "/cert.pem", key = dir .. "/key.pem" },
+                           handler = function(req, res) res:send("secure " .. req.path) end })
+  check.eq(srv.url, "https://127.0.0.1:" .. srv.port)
+  local out = outside.curl("-k --http2 -w ' %{http_version}' " .. srv.url .. "/x")
+  check.eq(out, "secure /x 2")
+  local r = http.get(srv.url .. "/y", { verify_tls = false })
+  check.eq(r.body, "secure /y")
+  srv:close()
+  local e = check.raises("tls", http.serve, { tls = { cert = dir .. "/nope.pem", key = dir .. "/key.pem" } })
+  check.matches(e.message, "nope%.pem")
+  os.execute("rm -rf " .. dir)
+end)
+
 check.done()
