@@ -66,7 +66,7 @@ typedef struct {
   uint8_t lua;            /* a request userdata points at it */
   uint8_t state;          /* R_* */
   uint8_t busy;           /* a chunk is with h2o; proceed not yet called */
-  uint8_t finish_pending; /* send the final (empty) chunk at proceed */
+  uint8_t finish_pending; /* at proceed: 1 send the final chunk, 2 abort */
   char *buf;              /* the chunk in flight, while busy */
   size_t cap;
   ar__task_t *waiter; /* the task waiting in write/finish for proceed */
@@ -229,9 +229,11 @@ static void gen_proceed(h2o_generator_t *g, h2o_req_t *req) {
   sreq_t *s = ar__container_of(g, sreq_t, gen);
   s->busy = 0;
   if (s->finish_pending) {
+    h2o_send_state_t st =
+        s->finish_pending == 2 ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL;
     s->finish_pending = 0;
     s->state = R_DONE;
-    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+    h2o_send(req, NULL, 0, st);
     return;
   }
   sreq_wake(s);
@@ -867,7 +869,9 @@ static int r_state(lua_State *L) {
 }
 
 /* __close and __gc: the Lua side lets go. An unanswered request gets a
- * 503 (its handler was cancelled); a stream is ended where it stands. */
+ * 503 (its handler was cancelled or failed); a stream still open is
+ * aborted (HTTP/1.1: a broken chunk, then the connection is closed), so
+ * the client can tell that it was cut short. */
 static int r_release(lua_State *L) {
   request_box_t *b = luaL_checkudata(L, 1, REQUEST_MT);
   sreq_t *s = b->s;
@@ -881,10 +885,10 @@ static int r_release(lua_State *L) {
                              H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
     } else if (s->state == R_STREAMING) {
       if (s->busy) {
-        s->finish_pending = 1;
+        s->finish_pending = 2;
       } else {
         s->state = R_DONE;
-        h2o_send(s->req, NULL, 0, H2O_SEND_STATE_FINAL);
+        h2o_send(s->req, NULL, 0, H2O_SEND_STATE_ERROR);
       }
     }
   }
