@@ -46,6 +46,7 @@ typedef struct {
   int inflight;   /* requests of ours h2o has not disposed of */
   uint64_t since; /* uv_now when it last had none in flight */
   int ended;      /* the sweep has shut it down */
+  int stuck;      /* sweeps that found it waiting for a lost write */
 } conn_t;
 
 /* The handler h2o calls for every request, pointing back at its server. */
@@ -353,6 +354,7 @@ static void on_accept(uv_stream_t *l, int status) {
   srv->nconns++;
   c->inflight = 0;
   c->ended = 0;
+  c->stuck = 0;
   c->since = uv_now(l->loop);
   c->sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_closed_cb);
   h2o_accept(&srv->accept, c->sock);
@@ -366,6 +368,26 @@ static void on_accept(uv_stream_t *l, int status) {
  * ended by shutting the socket down under h2o, which then reads the end of
  * the stream and closes it in its own way. The 408 is written straight to
  * the socket: h2o has nothing to write on a connection in this state. */
+/* h2o 2.2's libuv binding ignores uv_write's result. After a read error
+ * (a peer that reset the connection) libuv refuses writes with UV_EPIPE and
+ * no callback, so h2o, closing a TLS connection with a close_notify, would
+ * wait for that callback forever and the connection would never close.
+ * Seen twice in a row (a real write in flight has bytes queued or a
+ * writable stream), the failure h2o waits for is delivered here. */
+static int lost_write(conn_t *c) {
+  if (!h2o_socket_is_writing(c->sock) ||
+      uv_is_writable((uv_stream_t *)&c->tcp) || c->tcp.write_queue_size > 0) {
+    c->stuck = 0;
+    return 0;
+  }
+  if (++c->stuck >= 2) {
+    h2o_socket_cb cb = c->sock->_cb.write;
+    c->sock->_cb.write = NULL;
+    cb(c->sock, h2o_socket_error_io); /* closes it; conn_closed_cb follows */
+  }
+  return 1;
+}
+
 static void sweep_cb(uv_timer_t *tm) {
   static const char resp[] = "HTTP/1.1 408 Request Timeout\r\n"
                              "Content-Type: text/plain; charset=utf-8\r\n"
@@ -378,6 +400,7 @@ static void sweep_cb(uv_timer_t *tm) {
   for (ar__list_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
     conn_t *c = ar__container_of(n, conn_t, node);
     uv_os_fd_t fd;
+    if (lost_write(c)) continue;
     if (c->ended || c->inflight > 0 || now - c->since < srv->timeout ||
         h2o_socket_is_writing(c->sock) ||
         uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
@@ -406,7 +429,9 @@ static void listener_closed_cb(uv_handle_t *h) {
  * (h2o ends keep-alive once a shutdown is requested). TLS connections are
  * left to h2o (HTTP/2 sends GOAWAY) unless `hard`, which shuts down both
  * directions of every connection (the engine is going away). */
+server_t *ar__dbg_srv;
 static void server_stop(server_t *srv, int hard) {
+  ar__dbg_srv = srv;
   if (!srv->stopped) {
     srv->stopped = 1;
     if (srv->listening)
@@ -414,6 +439,8 @@ static void server_stop(server_t *srv, int hard) {
     if (srv->ctx_live) h2o_context_request_shutdown(&srv->ctx);
     dispatcher_wake(srv);
   }
+  /* Tearing down: sweep often, so a lost write is found quickly. */
+  if (hard && srv->sweep_live) uv_timer_start(&srv->sweep, sweep_cb, 10, 10);
   for (ar__list_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
     conn_t *c = ar__container_of(n, conn_t, node);
     uv_os_fd_t fd;

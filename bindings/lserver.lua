@@ -71,6 +71,10 @@ function request_mt.__index(req, k)
     local q = decode_query(req._qs)
     rawset(req, "query", q)
     return q
+  elseif k == "params" then
+    local p = {}
+    rawset(req, "params", p)
+    return p
   end
 end
 
@@ -109,6 +113,10 @@ function Response:header(k, v)
     error("bad argument #1 to 'header' (string expected)", 2)
   end
   local h = self._h
+  if h == nil then
+    h = {}
+    self._h = h
+  end
   h[#h + 1] = k
   h[#h + 1] = tostring(v)
   if upper(k) == "CONTENT-TYPE" then self._ctype = true end
@@ -117,18 +125,21 @@ end
 
 function Response:send(body)
   if body ~= nil and type(body) ~= "string" then body = tostring(body) end
+  self._sent = true
   self._R:respond(self._status, self._h, body)
 end
 
 function Response:json(value)
   local body = codec().encode(value)
   if not self._ctype then self:header("content-type", "application/json") end
+  self._sent = true
   self._R:respond(self._status, self._h, body)
 end
 
 local function start(self)
   if not self._streaming then
     self._streaming = true
+    self._sent = true
     self._R:start(self._status, self._h)
   end
 end
@@ -259,8 +270,9 @@ local function run(srv, R)
   end
   local req = setmetatable({method = method, path = path, _qs = qs, _R = R},
                            request_mt)
-  local res = setmetatable({_R = R, _status = 200, _h = {}}, Response)
+  local res = setmetatable({_R = R, _status = 200}, Response)
   local fn, params = nil, nil
+  local answered = false
   if srv._routes[1] ~= nil then
     local allow
     fn, allow = find_route(srv._routes, method, path)
@@ -268,20 +280,20 @@ local function run(srv, R)
       params = allow
     elseif allow then
       pcall(plain, R, 405, "method not allowed\n", {"allow", allow})
+      answered = true
     end
   end
-  if fn == nil and R:state() == "new" then
+  if fn == nil and not answered then
     fn = srv._handler
     if fn == nil then pcall(plain, R, 404, "not found\n") end
   end
   if fn ~= nil then
-    req.params = params or {}
+    if params then req.params = params end
     local ok, e = xpcall(fn, handler_error, req, res)
     if ok then
-      local st = R:state()
-      if st == "new" then
+      if not res._sent then
         pcall(R.respond, R, 204, res._h)
-      elseif st == "streaming" then
+      elseif res._streaming and R:state() == "streaming" then
         pcall(R.finish, R)
       end
     elseif is_kind(e, "cancelled") then
