@@ -16,7 +16,10 @@
  * is freed when both have let go (sreq_check).
  *
  * libuv and h2o callbacks never call Lua: they record, and wake the one
- * task waiting (the dispatcher in core.next, a writer in R:write). */
+ * task waiting (the dispatcher in core.next, a writer in R:write). The
+ * engine contact is engine/module.h only: suspend/wake, handle counting,
+ * and per-engine state whose stop hook (Ctrl-C) stops every server from
+ * accepting and whose close hook shuts the rest down before lua_close. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +29,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "list.h"
-#include "lserver_port.h"
 #include "lserver_lua.h" /* generated from lserver.lua */
+#include "module.h"
 #include "modules.h"
 
 #define SERVER_MT "asyncrun.server"
@@ -71,7 +73,6 @@ typedef struct {
   char *buf;              /* the chunk in flight, while busy */
   size_t cap;
   ar__task_t *waiter; /* the task waiting in write/finish for proceed */
-  srv_wait_t wait;
 } sreq_t;
 
 struct server_s {
@@ -97,8 +98,14 @@ struct server_s {
   ar__list_t conns;
   ar__list_t incoming;
   ar__task_t *dispatcher; /* waiting in core.next */
-  srv_wait_t wait;
+  ar__list_t live;        /* in the module state's list, while in_mod */
+  uint8_t in_mod;
 };
+
+/* Per-engine state: the servers, for the stop and close hooks. */
+typedef struct {
+  ar__list_t servers;
+} srvmod_t;
 
 typedef struct {
   server_t *srv;
@@ -109,6 +116,7 @@ typedef struct {
 } request_box_t;
 
 static void server_check(server_t *srv);
+static const ar__module_t server_module;
 
 /* ---- h2o context teardown ----------------------------------------------
  *
@@ -136,7 +144,7 @@ static h2o_timeout_t *ctx_timeout(h2o_context_t *ctx, int i) {
 
 static void ctx_timer_closed_cb(uv_handle_t *h) {
   server_t *srv = h->data;
-  srv_handle_closed(srv->E);
+  ar__handle_closed(srv->E);
   if (--srv->closing == 0) server_check(srv);
 }
 
@@ -185,6 +193,7 @@ static void server_check(server_t *srv) {
   if (srv->ctx_live || srv->closing > 0 || srv->listening || srv->lua ||
       srv->nreqs > 0 || srv->nconns > 0)
     return;
+  if (srv->in_mod) ar__list_remove(&srv->live);
   if (srv->conf_live) h2o_config_dispose(&srv->conf);
   if (srv->ssl != NULL) SSL_CTX_free(srv->ssl);
   free(srv);
@@ -205,7 +214,7 @@ static void sreq_wake(sreq_t *s) {
   if (s->waiter != NULL) {
     ar__task_t *t = s->waiter;
     s->waiter = NULL;
-    srv_wake(t);
+    ar__task_wake(t, 0);
   }
 }
 
@@ -258,7 +267,7 @@ static void dispatcher_wake(server_t *srv) {
   if (srv->dispatcher != NULL) {
     ar__task_t *t = srv->dispatcher;
     srv->dispatcher = NULL;
-    srv_wake(t);
+    ar__task_wake(t, 0);
   }
 }
 
@@ -322,7 +331,7 @@ static void conn_closed_cb(uv_handle_t *h) {
   ar__list_remove(&c->node);
   free(c);
   srv->nconns--;
-  srv_handle_closed(srv->E);
+  ar__handle_closed(srv->E);
   server_check(srv);
 }
 
@@ -330,7 +339,7 @@ static void conn_refused_cb(uv_handle_t *h) {
   conn_t *c = (conn_t *)h;
   server_t *srv = c->srv;
   free(c);
-  srv_handle_closed(srv->E);
+  ar__handle_closed(srv->E);
   server_check(srv);
 }
 
@@ -340,7 +349,7 @@ static void on_accept(uv_stream_t *l, int status) {
   conn_t *c = malloc(sizeof *c);
   if (c == NULL) return; /* left in the backlog; retried at the next one */
   uv_tcp_init(l->loop, &c->tcp);
-  srv_handle_opened(srv->E);
+  ar__handle_opened(srv->E);
   c->srv = srv;
   ar__list_init(&c->node);
   if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || srv->stopped ||
@@ -419,7 +428,7 @@ static void sweep_cb(uv_timer_t *tm) {
 static void listener_closed_cb(uv_handle_t *h) {
   server_t *srv = ar__container_of((uv_tcp_t *)h, server_t, listener);
   srv->listening = 0;
-  srv_handle_closed(srv->E);
+  ar__handle_closed(srv->E);
   server_check(srv);
 }
 
@@ -529,12 +538,20 @@ static int l_listen(lua_State *L) {
   server_t *srv = calloc(1, sizeof *srv);
   if (srv == NULL) return luaL_error(L, "not enough memory");
   srv->E = ar__engine_of(L);
+  srvmod_t *mod = ar__module_open(srv->E, &server_module);
+  if (mod == NULL) {
+    free(srv);
+    return luaL_error(L, "not enough memory");
+  }
+  if (mod->servers.next == NULL) ar__list_init(&mod->servers);
   srv->max_conns = (int)(max_conns > 1000000 ? 1000000 : max_conns);
   srv->max_header = (size_t)max_header;
   ar__list_init(&srv->conns);
   ar__list_init(&srv->incoming);
   box->srv = srv;
   srv->lua = 1;
+  ar__list_insert_tail(&mod->servers, &srv->live);
+  srv->in_mod = 1;
 
   h2o_config_init(&srv->conf);
   srv->conf_live = 1;
@@ -566,7 +583,7 @@ static int l_listen(lua_State *L) {
 
   uv_loop_t *loop = ar_engine_loop(srv->E);
   uv_tcp_init(loop, &srv->listener);
-  srv_handle_opened(srv->E);
+  ar__handle_opened(srv->E);
   srv->listening = 1;
   int rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&sa, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_accept);
@@ -585,14 +602,14 @@ static int l_listen(lua_State *L) {
   h2o_context_init(&srv->ctx, loop, &srv->conf);
   srv->ctx_live = 1;
   uv_timer_init(loop, &srv->sweep);
-  srv_handle_opened(srv->E);
+  ar__handle_opened(srv->E);
   srv->sweep.data = srv;
   srv->sweep_live = 1;
   uint64_t period = srv->timeout / 8;
   period = period < 25 ? 25 : period > 1000 ? 1000 : period;
   uv_timer_start(&srv->sweep, sweep_cb, period, period);
   for (int i = 0; i < CTX_TIMEOUTS; i++)
-    srv_handle_opened(srv->E);
+    ar__handle_opened(srv->E);
   srv->accept.ctx = &srv->ctx;
   srv->accept.hosts = srv->conf.hosts;
   srv->accept.ssl_ctx = srv->ssl;
@@ -600,9 +617,10 @@ static int l_listen(lua_State *L) {
   return 2;
 }
 
-static void dispatcher_cancel(srv_wait_t *w) {
-  server_t *srv = ar__container_of(w, server_t, wait);
-  srv->dispatcher = NULL;
+static int dispatcher_cancel(ar__task_t *t, void *data) {
+  (void)t;
+  ((server_t *)data)->dispatcher = NULL;
+  return AR__CANCEL_DONE;
 }
 
 /* core.next(server) -> request | nil. The next queued request, waiting
@@ -628,8 +646,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   ar__task_t *t = ar__task_check_current(L, "server dispatch");
   assert(srv->dispatcher == NULL);
   srv->dispatcher = t;
-  srv->wait.cancel = dispatcher_cancel;
-  return srv_suspend(L, t, &srv->wait, next_k, 0);
+  return ar__task_suspend(L, t, dispatcher_cancel, srv, next_k, 0);
 }
 
 static int l_next(lua_State *L) { return next_k(L, LUA_OK, 0); }
@@ -665,6 +682,38 @@ static int server_gc(lua_State *L) {
   server_check(srv);
   return 0;
 }
+
+/* ---- the engine's stop and close hooks ---------------------------------- */
+
+/* The engine is asked to stop (Ctrl-C): every server stops accepting, as
+ * srv:close does, before the engine cancels the tasks (handlers whose
+ * clients have had nothing get 503). */
+static void mod_stop(ar_engine_t *E, void *state) {
+  (void)E;
+  srvmod_t *m = state;
+  for (ar__list_t *n = m->servers.next; n != &m->servers; n = n->next)
+    server_stop(ar__container_of(n, server_t, live), 0);
+}
+
+/* The engine is being freed, every task has ended: connections are shut
+ * down hard and requests nobody will handle answered, so that they close
+ * while the engine runs its loop for the last close callbacks. The
+ * servers leave the state, which goes away after this. */
+static void mod_close(ar_engine_t *E, void *state) {
+  (void)E;
+  srvmod_t *m = state;
+  while (!ar__list_empty(&m->servers)) {
+    server_t *srv = ar__container_of(m->servers.next, server_t, live);
+    ar__list_remove(&srv->live);
+    srv->in_mod = 0;
+    srv->dispatcher = NULL;
+    server_stop(srv, 1);
+    abandon(srv);
+  }
+}
+
+static const ar__module_t server_module = {
+    "async.http server", sizeof(srvmod_t), mod_stop, mod_close};
 
 /* ---- Lua: a request and its response ----------------------------------- */
 
@@ -829,17 +878,17 @@ static int r_start(lua_State *L) {
   return 0;
 }
 
-static void writer_cancel(srv_wait_t *w) {
-  sreq_t *s = ar__container_of(w, sreq_t, wait);
-  s->waiter = NULL;
+static int writer_cancel(ar__task_t *t, void *data) {
+  (void)t;
+  ((sreq_t *)data)->waiter = NULL;
+  return AR__CANCEL_DONE;
 }
 
 /* Waits until h2o has taken the previous chunk (proceed). */
 static int wait_proceed(lua_State *L, sreq_t *s, lua_KFunction k) {
   ar__task_t *t = ar__task_check_current(L, "response write");
   s->waiter = t;
-  s->wait.cancel = writer_cancel;
-  return srv_suspend(L, t, &s->wait, k, 0);
+  return ar__task_suspend(L, t, writer_cancel, s, k, 0);
 }
 
 /* R:write(chunk): hands one chunk to h2o. If the previous one is still
