@@ -409,7 +409,9 @@ static void sweep_cb(uv_timer_t *tm) {
   for (ar__list_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
     conn_t *c = ar__container_of(n, conn_t, node);
     uv_os_fd_t fd;
-    if (lost_write(c)) continue;
+    /* TLS connections keep h2o's own timeouts: their requests are not
+     * counted in `inflight`, and raw bytes would break the session. */
+    if (lost_write(c) || srv->ssl != NULL) continue;
     if (c->ended || c->inflight > 0 || now - c->since < srv->timeout ||
         h2o_socket_is_writing(c->sock) ||
         uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)

@@ -189,12 +189,21 @@ check.test("tls: HTTPS with HTTP/2 through ALPN; a bad certificate raises kind t
                     " -subj /CN=127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir ..
                     "/cert.pem >/dev/null 2>&1"))
   local srv = http.serve({ tls = { cert = dir .. "/cert.pem", key = dir .. "/key.pem" },
-                           handler = function(req, res) res:send("secure " .. req.path) end })
+                           timeout = 0.5,
+                           handler = function(req, res)
+                             if req.path == "/slow" then async.sleep(1.2) end
+                             res:send("secure " .. req.path)
+                           end })
   check.eq(srv.url, "https://127.0.0.1:" .. srv.port)
   local out = outside.curl("-k --http2 -w ' %{http_version}' " .. srv.url .. "/x")
   check.eq(out, "secure /x 2")
   local r = http.get(srv.url .. "/y", { verify_tls = false })
   check.eq(r.body, "secure /y")
+  -- a handler slower than the request timeout is not cut short
+  out = outside.curl("-k --http2 " .. srv.url .. "/slow")
+  check.eq(out, "secure /slow")
+  r = http.get(srv.url .. "/slow", { verify_tls = false })
+  check.eq(r.body, "secure /slow")
   srv:close()
   local e = check.raises("tls", http.serve, { tls = { cert = dir .. "/nope.pem", key = dir .. "/key.pem" } })
   check.matches(e.message, "nope%.pem")

@@ -8,7 +8,10 @@ local outside = require "outside"
 
 local function echo_server(opts)
   opts = opts or {}
-  opts.handler = function(req, res) res:send("echo " .. req.path) end
+  opts.handler = function(req, res)
+    if req.path == "/slow" then async.sleep(1.5) end
+    res:send("echo " .. req.path)
+  end
   return http.serve(opts)
 end
 
@@ -40,6 +43,8 @@ check.test("a client that sends half a request is timed out; others are served m
   for i = 1, 5 do
     check.eq(http.get(srv.url .. "/other/" .. i).body, "echo /other/" .. i)
   end
+  -- a handler slower than the timeout is not cut short
+  check.eq(http.get(srv.url .. "/slow").body, "echo /slow")
   local r = staller:await()
   check.between(r.closed_after, 0.9, 4, "closed after the timeout")
   check.eq(r.status, "HTTP/1.1 408 Request Timeout")
