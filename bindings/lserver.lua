@@ -18,17 +18,12 @@ local gsub, gmatch, find, sub, upper, char, format =
   string.char, string.format
 local stderr = io.stderr
 
--- JSON: async.json when it can be loaded, else lua-cjson (both have
--- encode/decode). The one place to change once async.json is everywhere.
+-- JSON: async.json (built in; exact integers). This function is the one
+-- place that chooses the codec (it fell back to lua-cjson until async.json
+-- landed).
 local json
 local function codec()
-  if json == nil then
-    local ok, m = pcall(require, "async.json")
-    if not (ok and type(m) == "table" and m.decode and m.encode) then
-      m = require "cjson"
-    end
-    json = m
-  end
+  if json == nil then json = require "async.json" end
   return json
 end
 
@@ -90,7 +85,8 @@ end
 function Request:json()
   local ok, v = pcall(codec().decode, self:body())
   if not ok then
-    error(aerror("json", "invalid JSON in the request body: " .. tostring(v)), 2)
+    local msg = type(v) == "table" and v.message or tostring(v)
+    error(aerror("json", "invalid JSON in the request body: " .. tostring(msg)), 2)
   end
   return v
 end

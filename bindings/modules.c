@@ -1,14 +1,12 @@
 /* The Lua modules built into the engine. Each is preloaded, so a script
  * pays for a module only when it requires it. */
-#include "internal.h"
+#include "module.h"
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
-    {"async", luaopen_async},
-    {"async.http", luaopen_async_http},
-    {"cjson", luaopen_cjson},
-    {"cjson.safe", luaopen_cjson_safe},
-    {NULL, NULL},
+    {"async", luaopen_async},           {"async.http", luaopen_async_http},
+    {"async.json", luaopen_async_json}, {"cjson", luaopen_cjson},
+    {"cjson.safe", luaopen_cjson_safe}, {NULL, NULL},
 };
 
 /* Registers the built-in modules in package.preload. */

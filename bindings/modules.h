@@ -6,6 +6,7 @@
 
 int luaopen_async(lua_State *L);
 int luaopen_async_http(lua_State *L);
+int luaopen_async_json(lua_State *L);
 /* async.http.serve (bindings/lserver.c). */
 int ar__http_serve(lua_State *L);
 /* lua-cjson, linked in from Debian's static liblua5.4-cjson.a. */
