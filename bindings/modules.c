@@ -6,6 +6,7 @@
 static const luaL_Reg modules[] = {
     {"async", luaopen_async},
     {"async.http", luaopen_async_http},
+    {"async.redis", luaopen_async_redis},
     {"cjson", luaopen_cjson},
     {"cjson.safe", luaopen_cjson_safe},
     {NULL, NULL},
