@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -1016,6 +1017,16 @@ static int c_tostring(lua_State *L) {
   return 1;
 }
 
+/* redis.consumer_name() -> "<host>-<pid>", the distributed queue's default
+ * consumer name. */
+static int l_consumer_name(lua_State *L) {
+  char host[256];
+  if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "host");
+  host[sizeof host - 1] = '\0';
+  lua_pushfstring(L, "%s-%d", host, (int)getpid());
+  return 1;
+}
+
 int luaopen_async_redis(lua_State *L) {
   static const luaL_Reg methods[] = {{"call", c_call},
                                      {"pipeline", c_pipeline},
@@ -1037,9 +1048,11 @@ int luaopen_async_redis(lua_State *L) {
   lua_setfield(L, -2, "call");
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   lua_pushcfunction(L, l_connect);
   lua_setfield(L, -2, "connect");
+  lua_pushcfunction(L, l_consumer_name);
+  lua_setfield(L, -2, "consumer_name");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   return 1;

@@ -4,9 +4,10 @@
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
-    {"async", luaopen_async},
+    {"async", luaopen_async_with_redis},
     {"async.http", luaopen_async_http},
     {"async.redis", luaopen_async_redis},
+    {"async.redis.queue", luaopen_async_redis_queue},
     {"cjson", luaopen_cjson},
     {"cjson.safe", luaopen_cjson_safe},
     {NULL, NULL},

@@ -1,0 +1,69 @@
+/* The distributed queue (bindings/rqueue.lua, embedded) and the hook that
+ * sends async.queue{url = ...} to it.
+ *
+ * The hook wraps the "async" module's loader: luaopen_async builds the
+ * module as before, then its `queue` field is replaced by a dispatcher
+ * that calls the distributed queue for a table with `url` and the local
+ * queue (bindings/lqueue.c, untouched) otherwise. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "modules.h"
+
+#include <lauxlib.h>
+
+extern const char ar__lua_rqueue[];
+extern const size_t ar__lua_rqueue_len;
+
+/* require "async.redis.queue": the chunk, called with async, async.redis
+ * and cjson, returns {new = function(opts)}. */
+int luaopen_async_redis_queue(lua_State *L) {
+  if (luaL_loadbufferx(L, ar__lua_rqueue, ar__lua_rqueue_len,
+                       "=async.redis.queue", "t") != LUA_OK)
+    return lua_error(L);
+  luaL_requiref(L, "async", luaopen_async_with_redis, 0);
+  luaL_requiref(L, "async.redis", luaopen_async_redis, 0);
+  luaL_requiref(L, "cjson", luaopen_cjson, 0);
+  lua_call(L, 3, 1);
+  return 1;
+}
+
+static int new_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 1;
+}
+
+/* async.queue(maxsize) or async.queue{url = ..., ...}. Upvalue 1 is the
+ * local queue's constructor. */
+static int queue_dispatch(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+  }
+  lua_settop(L, 1);
+  if (lua_getfield(L, 1, "url") == LUA_TNIL) {
+    /* A table without url: the local queue, with its maxsize. */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_getfield(L, 1, "maxsize");
+    lua_call(L, lua_isnil(L, -1) ? 0 : 1, 1);
+    return 1;
+  }
+  lua_pop(L, 1);
+  luaL_requiref(L, "async.redis.queue", luaopen_async_redis_queue, 0);
+  lua_getfield(L, -1, "new");
+  lua_pushvalue(L, 1);
+  lua_callk(L, 1, 1, 0, new_k); /* new() connects: it yields */
+  return 1;
+}
+
+int luaopen_async_with_redis(lua_State *L) {
+  luaopen_async(L);
+  lua_getfield(L, -1, "queue");
+  lua_pushcclosure(L, queue_dispatch, 1);
+  lua_setfield(L, -2, "queue");
+  return 1;
+}
