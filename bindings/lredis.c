@@ -924,8 +924,12 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   call_t *call = (call_t *)ctx;
   client_t *c = call->c;
   if (call->err != ERR_NONE) {
+    ar__error_push(L, "connection", "redis: %s",
+                   call->err == ERR_TIMEOUT ? "timed out connecting"
+                                            : call->msg);
+    call_release(call);
     client_close(c);
-    return raise_call_error(L, call);
+    return glue_throw(L);
   }
   redisReply *r = call->r[0];
   if (r->type == REDIS_REPLY_ERROR) {
@@ -987,6 +991,10 @@ static int l_connect(lua_State *L) {
     return raise_call_error(L, call);
   }
   call->pending++;
+  /* The connect timeout bounds the handshake too: a server that accepts
+   * and never answers does not hang connect(). */
+  if (c->connect_timeout > 0)
+    ar__timer_start(c->E, &call->timer, c->connect_timeout, call_timer_cb);
   return ar__task_suspend(L, t, call_cancel, call, connect_k,
                           (lua_KContext)call);
 }

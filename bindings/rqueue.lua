@@ -203,7 +203,8 @@ function Queue:_fetch()
   return false
 end
 
--- Hands out the oldest buffered item to the running task.
+-- Hands out the oldest buffered item to the running task: the value and
+-- the entry's id.
 function Queue:_take()
   local e = table_remove(self.buf, 1)
   local co = running()
@@ -215,8 +216,8 @@ function Queue:_take()
   held[#held + 1] = e[1]
   self.outstanding = self.outstanding + 1
   local ok, v = pcall(decode, e[2] or "null")
-  if not ok then return e[2] end -- not ours: hand over the raw string
-  return fix(v)
+  if not ok then return e[2], e[1] end -- not ours: the raw string
+  return fix(v), e[1]
 end
 
 function Queue:get()
@@ -251,25 +252,32 @@ function Queue:put(v)
   error(r, 0)
 end
 
--- Acknowledges the oldest item the running task took (or, from a task
--- that took none, the oldest item taken here).
-function Queue:task_done()
-  local co = running()
-  local held = self.held[co]
-  if held == nil or #held == 0 then
-    held = nil
+-- Acknowledges an item: the one with that id, or else the one the running
+-- task took last (an item whose processing failed, and was therefore not
+-- acknowledged, is left pending and delivered again after the visibility
+-- timeout), or else, from a task that took none, one taken here.
+function Queue:task_done(id)
+  local held
+  if id ~= nil then
     for _, h in pairs(self.held) do
-      if #h > 0 then held = h break end
+      for i = #h, 1, -1 do
+        if h[i] == id then table_remove(h, i) held = h break end
+      end
+      if held then break end
     end
-    co = nil
-  end
-  if held == nil then
-    error(async.error("invalid_state",
-                      "task_done() called more times than items were taken"), 2)
-  end
-  local id = table_remove(held, 1)
-  if #held == 0 then
-    for k, h in pairs(self.held) do if h == held then self.held[k] = nil end end
+  else
+    held = self.held[running()]
+    if held == nil or #held == 0 then
+      held = nil
+      for _, h in pairs(self.held) do
+        if #h > 0 then held = h break end
+      end
+    end
+    if held == nil then
+      error(async.error("invalid_state",
+                        "task_done() called more times than items were taken"), 2)
+    end
+    id = table_remove(held)
   end
   self.outstanding = self.outstanding - 1
   self.acked = self.acked + 1
