@@ -14,6 +14,7 @@ local async, redis, cjson = ...
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local setmetatable, error, pcall, select = setmetatable, error, pcall, select
 local math_type, tointeger, floor = math.type, math.tointeger, math.floor
+local math_min = math.min
 local table_remove, table_unpack = table.remove, table.unpack
 local running = coroutine.running
 local now, sleep = async.now, async.sleep
@@ -363,6 +364,7 @@ function M.new(opts)
   if maxlen ~= nil and (math_type(maxlen) ~= "integer" or maxlen < 1) then
     error("bad option 'maxlen' to 'queue' (integer >= 1 expected)", 2)
   end
+  local poll = opt_number(opts, "poll", 0.2, 0.001)
   local client = redis.connect(url, { pool = opts.pool or 8,
                                       connect_timeout = opts.connect_timeout,
                                       timeout = opts.timeout })
@@ -373,9 +375,10 @@ function M.new(opts)
     next_claim = 0,
     max_deliveries = opt_number(opts, "max_deliveries", 5, 1),
     batch = floor(opt_number(opts, "prefetch", 16, 1)),
-    -- a blocking read returns this often, to see close() and claims
-    block_ms = floor((vis < 2 and vis / 2 or 1) * 1000 + 0.5),
-    poll = opt_number(opts, "poll", 0.05, 0.001), -- join()'s polling
+    -- how often an idle consumer looks for close() and items to claim
+    -- (its blocking read returns that often), and join() polls
+    poll = poll,
+    block_ms = floor(math_min(poll, vis / 2) * 1000 + 0.5),
     maxlen = maxlen and tostring(maxlen) or "",
     buf = {}, held = setmetatable({}, { __mode = "k" }),
     outstanding = 0, claimed = 0, acked = 0, buried = 0,
