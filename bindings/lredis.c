@@ -225,11 +225,16 @@ static void call_wake(call_t *call) {
   glue_wake_kept(call->task);
 }
 
-static void call_fail(call_t *call, int err, const char *msg) {
+/* Records the call's first error (without waking: for the running task). */
+static void call_set_error(call_t *call, int err, const char *msg) {
   if (call->err == ERR_NONE) {
     call->err = err;
     snprintf(call->msg, sizeof call->msg, "%s", msg);
   }
+}
+
+static void call_fail(call_t *call, int err, const char *msg) {
+  call_set_error(call, err, msg);
   call_wake(call);
 }
 
@@ -698,8 +703,7 @@ static int call_start(lua_State *L) {
   call_t *call = call_new(L, c, t, 1);
   call->conn = k->blocking ? k : NULL;
   if (send_command(L, k, call, 2, top) != REDIS_OK) {
-    call_fail(call, ERR_CONN, k->err[0] ? k->err : "connection closing");
-    call->woken = 0;
+    call_set_error(call, ERR_CONN, k->err[0] ? k->err : "connection closing");
     call->conn = NULL;
     if (k->blocking) blocking_give(c, k, 0);
     return raise_call_error(L, call);
@@ -789,9 +793,7 @@ static int pipe_send_k(lua_State *L, int status, lua_KContext ctx) {
     if (rc != REDIS_OK) {
       /* Those already queued fail with the connection; the rest never
        * went out. */
-      call->got += n - i + 1;
-      call_fail(call, ERR_CONN, k->err[0] ? k->err : "connection closing");
-      call->woken = 0;
+      call_set_error(call, ERR_CONN, k->err[0] ? k->err : "connection closing");
       return raise_call_error(L, call);
     }
   }
@@ -986,7 +988,7 @@ static int l_connect(lua_State *L) {
   size_t lens[1] = {4};
   if (redisAsyncCommandArgv(c->main.ac, reply_cb, call, 1, argv, lens) !=
       REDIS_OK) {
-    call_fail(call, ERR_CONN, "connection closing");
+    call_set_error(call, ERR_CONN, "connection closing");
     client_close(c);
     return raise_call_error(L, call);
   }
