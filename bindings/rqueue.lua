@@ -185,8 +185,18 @@ function Queue:_fetch()
     self:_reclaim()
     if #self.buf > 0 then return false end
   end
-  local r = c:call("XREADGROUP", "GROUP", self.group, self.consumer,
-                   "COUNT", self.batch, "STREAMS", self.name, ">")
+  local ok, r = pcall(c.call, c, "XREADGROUP", "GROUP", self.group, self.consumer,
+                      "COUNT", self.batch, "STREAMS", self.name, ">")
+  if not ok then
+    -- The group is gone (the server restarted without its data, or the
+    -- key was deleted): create it again and read from the start.
+    if type(r) == "table" and r.kind == "redis" and
+       tostring(r.message):find("^NOGROUP") then
+      self:_ensure_group()
+      return false
+    end
+    error(r, 0)
+  end
   if r ~= nil then
     self:_buffer(r[1][2])
     if #self.buf > 0 then return false end
