@@ -212,6 +212,18 @@ local function run()
     c:close()
   end)
 
+  check.test("connect_timeout: a server that does not answer", function()
+    local admin = redis.connect(server.url)
+    admin:call("CLIENT", "PAUSE", 800, "ALL") -- commands wait; connects succeed
+    local t0 = async.now()
+    local e = check.raises("connection", redis.connect, server.url, { connect_timeout = 0.2 })
+    check.matches(e.message, "timed out connecting")
+    check.between(async.now() - t0, 0.15, 0.7, "elapsed")
+    async.sleep(0.8)
+    check.eq(admin:call("PING"), "PONG")
+    admin:close()
+  end)
+
   check.test("server killed and restarted: calls fail with connection, then recover", function()
     local s = servers.start()
     local c = redis.connect(s.url, { connect_timeout = 1 })
