@@ -491,6 +491,20 @@ static state_t *state_of(lua_State *L) {
 
 /* ---- replies to Lua ---------------------------------------------------- */
 
+/* Pushes the error object for an error reply: kind "redis", Redis's
+ * message, and its code (the leading upper-case word: "ERR", "WRONGTYPE",
+ * "NOSCRIPT"...) as `code`, so callers test it without string patterns. */
+static void push_redis_error(lua_State *L, const redisReply *r) {
+  ar__error_push(L, "redis", "%s", r->str);
+  size_t n = 0;
+  while (n < r->len && r->str[n] >= 'A' && r->str[n] <= 'Z')
+    n++;
+  if (n > 0 && (n == r->len || r->str[n] == ' ')) {
+    lua_pushlstring(L, r->str, n);
+    lua_setfield(L, -2, "code");
+  }
+}
+
 /* Pushes r; nil elements of arrays become redis.null (upvalue-free: a
  * light userdata NULL), error elements error objects. */
 static void push_reply(lua_State *L, redisReply *r, int top) {
@@ -505,7 +519,7 @@ static void push_reply(lua_State *L, redisReply *r, int top) {
     else
       lua_pushlightuserdata(L, NULL);
     break;
-  case REDIS_REPLY_ERROR: ar__error_push(L, "redis", "%s", r->str); break;
+  case REDIS_REPLY_ERROR: push_redis_error(L, r); break;
   case REDIS_REPLY_ARRAY:
     lua_createtable(L, (int)r->elements, 0);
     for (size_t i = 0; i < r->elements; i++) {
@@ -667,7 +681,7 @@ static int call_k(lua_State *L, int status, lua_KContext ctx) {
   if (call->err != ERR_NONE) return raise_call_error(L, call);
   redisReply *r = call->r[0];
   if (r->type == REDIS_REPLY_ERROR) {
-    ar__error_push(L, "redis", "%s", r->str);
+    push_redis_error(L, r);
     call_release(call);
     return glue_throw(L);
   }

@@ -11,20 +11,58 @@
 #include "modules.h"
 
 #include <lauxlib.h>
+#include <lualib.h>
 
 extern const char ar__lua_rqueue[];
 extern const size_t ar__lua_rqueue_len;
 
-/* require "async.redis.queue": the chunk, called with async, async.redis
- * and cjson, returns {new = function(opts)}. */
+/* Pushes the module `name` as require would, but from package.preload
+ * only: a module the engine's configuration leaves out raises its "not
+ * available" error, whatever the script did to require or package.path. */
+static void require_builtin(lua_State *L, const char *name) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, name) != LUA_TNIL) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  if (lua_getfield(L, -1, name) != LUA_TFUNCTION)
+    luaL_error(L, "module '%s' is not available in this engine", name);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  lua_remove(L, -2); /* preload */
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, name);
+  lua_remove(L, -2); /* loaded */
+}
+
+/* A private copy of a standard library: the queue needs table, math and
+ * coroutine functions even in an engine whose scripts may not have them,
+ * and giving it its own copies opens nothing to the scripts. */
+static void push_private_lib(lua_State *L, lua_CFunction open) {
+  lua_pushcfunction(L, open);
+  lua_call(L, 0, 1);
+}
+
+/* require "async.redis.queue": the chunk, called with async, async.redis,
+ * cjson and private table, math and coroutine libraries, returns
+ * {new = function(opts)}. */
 int luaopen_async_redis_queue(lua_State *L) {
   if (luaL_loadbufferx(L, ar__lua_rqueue, ar__lua_rqueue_len,
                        "=async.redis.queue", "t") != LUA_OK)
     return lua_error(L);
-  luaL_requiref(L, "async", luaopen_async_with_redis, 0);
-  luaL_requiref(L, "async.redis", luaopen_async_redis, 0);
-  luaL_requiref(L, "cjson", luaopen_cjson, 0);
-  lua_call(L, 3, 1);
+  require_builtin(L, "async");
+  require_builtin(L, "async.redis");
+  require_builtin(L, "cjson");
+  push_private_lib(L, luaopen_table);
+  push_private_lib(L, luaopen_math);
+  push_private_lib(L, luaopen_coroutine);
+  lua_call(L, 6, 1);
   return 1;
 }
 
@@ -53,7 +91,7 @@ static int queue_dispatch(lua_State *L) {
     return 1;
   }
   lua_pop(L, 1);
-  luaL_requiref(L, "async.redis.queue", luaopen_async_redis_queue, 0);
+  require_builtin(L, "async.redis.queue");
   lua_getfield(L, -1, "new");
   lua_pushvalue(L, 1);
   lua_callk(L, 1, 1, 0, new_k); /* new() connects: it yields */

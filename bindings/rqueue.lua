@@ -1,7 +1,8 @@
 -- async.queue{url = ...}: the queue distributed on a Redis stream and a
 -- consumer group (docs/distributed.md). Embedded in the binary and loaded
--- by bindings/lrqueue.c, which passes the modules it needs; the standard
--- functions it uses are captured here, when it loads.
+-- by bindings/lrqueue.c, which passes the modules it needs and private
+-- copies of the standard libraries it uses (so it works in an engine whose
+-- scripts have no table or math); what it uses is captured here.
 --
 -- Keys, for a queue named N:
 --   N          the stream; each entry has one field "v", the cjson value
@@ -9,7 +10,7 @@
 --   N:closed   set by close(); put() refuses once it exists
 -- Delivery is at least once: an item whose consumer does not acknowledge
 -- it (task_done) within the visibility timeout is claimed by another.
-local async, redis, cjson = ...
+local async, redis, cjson, table, math, coroutine = ...
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local setmetatable, error, pcall, select = setmetatable, error, pcall, select
@@ -91,8 +92,7 @@ function Queue:_script(which, nkeys, ...)
   local c = self.client
   local ok, r = pcall(c.call, c, "EVALSHA", self.sha[which], nkeys, ...)
   if ok then return r end
-  if type(r) == "table" and r.kind == "redis" and
-     tostring(r.message):find("NOSCRIPT", 1, true) then
+  if type(r) == "table" and r.kind == "redis" and r.code == "NOSCRIPT" then
     self.sha[which] = c:call("SCRIPT", "LOAD", which == "put" and PUT or STATE)
     return c:call("EVALSHA", self.sha[which], nkeys, ...)
   end
@@ -102,8 +102,7 @@ end
 function Queue:_ensure_group()
   local ok, err = pcall(self.client.call, self.client, "XGROUP", "CREATE",
                         self.name, self.group, "0", "MKSTREAM")
-  if not ok and not (type(err) == "table" and
-                     tostring(err.message):find("BUSYGROUP", 1, true)) then
+  if not ok and not (type(err) == "table" and err.code == "BUSYGROUP") then
     error(err, 0)
   end
 end
@@ -190,8 +189,7 @@ function Queue:_fetch()
   if not ok then
     -- The group is gone (the server restarted without its data, or the
     -- key was deleted): create it again and read from the start.
-    if type(r) == "table" and r.kind == "redis" and
-       tostring(r.message):find("^NOGROUP") then
+    if type(r) == "table" and r.kind == "redis" and r.code == "NOGROUP" then
       self:_ensure_group()
       return false
     end
@@ -256,8 +254,7 @@ function Queue:put(v)
   local ok, r = pcall(self._script, self, "put", 2, self.name,
                       self.closed_key, encode(v), self.maxlen)
   if ok then return end
-  if type(r) == "table" and r.kind == "redis" and
-     tostring(r.message):find("^CLOSED") then
+  if type(r) == "table" and r.kind == "redis" and r.code == "CLOSED" then
     error(closed_error(), 2)
   end
   error(r, 0)

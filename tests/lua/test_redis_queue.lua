@@ -107,6 +107,25 @@ local function run()
     q:disconnect()
   end)
 
+  check.test("works when the script has removed table, math and coroutine", function()
+    local saved = { table = table, math = math, coroutine = coroutine }
+    table, math, coroutine = nil, nil, nil
+    local ok, sum, why = pcall(function()
+      local q = async.queue{ url = server.url, name = "bare", visibility_timeout = 1 }
+      q:put({ 1, 2 }) q:put(3)
+      local a, b = q:get(), q:get()
+      q:task_done() q:task_done()
+      q:close()
+      local v, why = q:get()
+      q:disconnect()
+      return a[2] + b, why
+    end)
+    table, math, coroutine = saved.table, saved.math, saved.coroutine
+    check.truthy(ok, tostring(sum))
+    check.eq(sum, 5)
+    check.eq(why, "closed")
+  end)
+
   check.test("close: seen by every consumer, put refused, get drains first", function()
     local a = async.queue{ url = server.url, name = "cl", consumer = "a" }
     local b = async.queue{ url = server.url, name = "cl", consumer = "b" }
