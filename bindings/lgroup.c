@@ -17,10 +17,13 @@
  * the ended list (mark), and code running in a task later reaps it (takes
  * the error of a failed child, drops the record).
  *
- * The group waits for its children in group_wait_c, called through
- * lua_pcallk, so that a cancellation raised there is caught, passed on to
- * the children, and waited out. */
-#include "internal.h"
+ * The group waits for its children in group_wait_c. Cancelling the owner
+ * there cancels the children and goes on waiting for them (the cancel
+ * function answers AR__CANCEL_WAIT), then raises "cancelled". The group
+ * cancels its owner's body when a child fails, and withdraws that request
+ * when it ends (ar__task_uncancel, as asyncio's TaskGroup does), so a
+ * cancellation that came from outside meanwhile is never swallowed. */
+#include "module.h"
 #include "toolkit.h"
 
 #define GROUP_MT "asyncrun.group"
@@ -38,6 +41,7 @@ typedef struct {
 } child_t;
 
 struct group_s {
+  ar__join_t join; /* the live children, for cycle checks */
   ar__task_t *owner;
   ar__list_t live;  /* children running */
   ar__list_t ended; /* children ended, not yet reaped (oldest first) */
@@ -49,6 +53,8 @@ struct group_s {
   uint8_t waiting;         /* the owner is suspended in group_wait_c */
   uint8_t cancelled_owner; /* we cancelled the owner's body */
   uint8_t aborting;        /* the children have been cancelled */
+  uint8_t uncancelled;     /* our cancel of the body was withdrawn */
+  uint8_t cancelling;      /* the owner's wait is being cancelled */
 };
 
 /* User values of a group: 1 children {slot = record}, 2 errors list. */
@@ -76,7 +82,7 @@ static void child_done_cb(ar__done_t *d, ar__task_t *finished) {
   ar__list_remove(&c->link);
   ar__list_insert_tail(&g->ended, &c->link);
   g->nlive--;
-  if (finished->outcome == AR__OUT_ERROR && !g->failing) {
+  if (ar__task_outcome(finished) == AR__OUT_ERROR && !g->failing) {
     g->failing = 1;
     cancel_children(g);
     if (g->phase == PHASE_BODY) {
@@ -86,7 +92,7 @@ static void child_done_cb(ar__done_t *d, ar__task_t *finished) {
   }
   if (g->nlive == 0 && g->waiting) {
     g->waiting = 0;
-    ar__task_wake(g->owner, 0, 1);
+    ar__task_wake(g->owner, 0);
   }
 }
 
@@ -109,7 +115,7 @@ static void reap(lua_State *L, group_t *g, int gidx) {
   while (!ar__list_empty(&g->ended)) {
     child_t *c = ar__container_of(g->ended.next, child_t, link);
     lua_rawgeti(L, children, c->slot); /* the record keeps c alive */
-    if (c->task->outcome == AR__OUT_ERROR) {
+    if (ar__task_outcome(c->task) == AR__OUT_ERROR) {
       ar__task_push_first(L, c->task); /* marks the error as seen */
       add_error(L, gidx);
     }
@@ -158,11 +164,42 @@ static int g_spawn(lua_State *L) {
 /* A record whose child could not be spawned is left in the children table
  * unlinked; reaping never sees it, and the table goes with the group. */
 
-static void group_cancel(ar__task_t *owner) {
-  group_t *g = owner->wait_data;
-  g->waiting = 0;
+/* Stops watching the live children (a close by force, or a cycle): they
+ * go on as plain tasks. */
+static void unwatch(group_t *g, child_t *c) {
+  ar__task_remove_done(&c->done);
+  ar__list_remove(&c->link);
+  g->nlive--;
+}
+
+static int group_each(ar__join_t *j, int (*fn)(ar__task_t *, void *),
+                      void *ud) {
+  group_t *g = (group_t *)j;
+  for (ar__list_t *n = g->live.next; n != &g->live; n = n->next)
+    if (fn(ar__container_of(n, child_t, link)->task, ud)) return 1;
+  return 0;
+}
+
+static int group_cancel(ar__task_t *owner, void *data) {
+  group_t *g = data;
+  ar__list_t *n, *next;
+  if (g->cancelling) {
+    while (!ar__list_empty(&g->live))
+      unwatch(g, ar__container_of(g->live.next, child_t, link));
+    g->waiting = 0;
+    return AR__CANCEL_DONE;
+  }
+  g->cancelling = 1;
   g->cancelled = 1;
   cancel_children(g);
+  for (n = g->live.next; n != &g->live; n = next) {
+    next = n->next;
+    child_t *c = ar__container_of(n, child_t, link);
+    if (ar__join_would_cycle(owner, c->task)) unwatch(g, c);
+  }
+  if (g->nlive > 0) return AR__CANCEL_WAIT;
+  g->waiting = 0;
+  return AR__CANCEL_DONE;
 }
 
 /* Called through lua_pcallk with the group as its argument: suspends until
@@ -172,7 +209,16 @@ static int group_wait_c(lua_State *L) {
   if (g->nlive == 0) return 0;
   ar__task_t *t = ar__task_current(L);
   g->waiting = 1;
-  return ar__task_suspend(L, t, group_cancel, g, NULL, 0);
+  g->cancelling = 0;
+  return ar__task_suspend_join(L, t, group_cancel, &g->join, NULL, 0);
+}
+
+/* Withdraws the group's own cancel of the body, once. Returns whether a
+ * cancellation from outside is still outstanding. */
+static int withdraw(group_t *g) {
+  if (!g->cancelled_owner || g->uncancelled) return 0;
+  g->uncancelled = 1;
+  return ar__task_uncancel(g->owner) > 0;
 }
 
 /* Stack of async.group while it runs: 1 body, 2 group, 3.. the body's
@@ -180,10 +226,10 @@ static int group_wait_c(lua_State *L) {
 static int finish(lua_State *L, group_t *g) {
   g->phase = PHASE_CLOSED;
   reap(L, g, 2);
-  ar__task_t *owner = g->owner;
   /* Our own cancel of the body may still be pending if the body ended
-   * before it was delivered: it must not outlive the group. */
-  if (g->cancelled_owner && g->failing) owner->cancel_pending = 0;
+   * before it was delivered: it must not outlive the group. One from
+   * outside stays, and is raised at the owner's next wait. */
+  withdraw(g);
   lua_getiuservalue(L, 2, 2);
   int errors = lua_gettop(L);
   lua_Integer nerr = (lua_Integer)lua_rawlen(L, errors);
@@ -210,8 +256,7 @@ static int finish(lua_State *L, group_t *g) {
     }
     return lua_error(L);
   }
-  if (g->cancelled)
-    return ar__error_raise(L, "cancelled", "task %I was cancelled", owner->id);
+  if (g->cancelled) return ar__task_raise_cancelled(L);
   lua_pop(L, 1);
   return lua_gettop(L) - 2;
 }
@@ -252,8 +297,9 @@ static int body_k(lua_State *L, int status, lua_KContext ctx) {
   reap(L, g, 2); /* children's errors that came first stay first */
   if (status != LUA_OK && status != LUA_YIELD) {
     if (ar__error_is(L, -1, "cancelled")) {
-      /* Ours (a child failed) or from outside: either way the rest goes. */
-      if (!(g->cancelled_owner && g->failing)) g->cancelled = 1;
+      /* Ours (a child failed) or from outside: either way the rest goes.
+       * It counts as from outside if someone else asked too. */
+      if (!g->cancelled_owner || withdraw(g)) g->cancelled = 1;
     } else {
       lua_pushvalue(L, -1);
       add_error(L, 2);
@@ -269,16 +315,17 @@ static int body_k(lua_State *L, int status, lua_KContext ctx) {
  * have ended. */
 static int l_group(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  ar__task_t *self = ar__task_check_current(L, "async.group");
+  ar__task_t *self = ar__task_check_suspendable(L, "async.group");
   lua_settop(L, 1);
   group_t *g = lua_newuserdatauv(L, sizeof *g, 2);
+  g->join.each = group_each;
   g->owner = self;
   ar__list_init(&g->live);
   ar__list_init(&g->ended);
   g->nlive = g->next_slot = 0;
   g->phase = PHASE_BODY;
   g->failing = g->cancelled = g->waiting = g->cancelled_owner = 0;
-  g->aborting = 0;
+  g->aborting = g->uncancelled = g->cancelling = 0;
   luaL_setmetatable(L, GROUP_MT);
   lua_newtable(L);
   lua_setiuservalue(L, 2, 1);

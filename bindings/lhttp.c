@@ -443,12 +443,14 @@ static int request_gc(lua_State *L) {
 
 static void req_done_cb(ar__http_req_t *req) {
   request_t *r = ar__container_of(req, request_t, req);
-  ar__task_wake(r->task, 0, 1);
+  ar__task_wake(r->task, 0);
 }
 
-static void req_cancel(ar__task_t *t) {
-  request_t *r = t->wait_data;
+static int req_cancel(ar__task_t *t, void *data) {
+  (void)t;
+  request_t *r = data;
   ar__http_abort(&r->req);
+  return AR__CANCEL_DONE;
 }
 
 static const char *version_name(long v) {

@@ -10,7 +10,7 @@
  * leaves the window and grants as many waiters as the window then allows.
  * A grant is a non-droppable wake, so a granted slot is always used by its
  * acquire (a cancel arriving late is raised at the next suspension). */
-#include "internal.h"
+#include "module.h"
 #include "toolkit.h"
 
 #define LIMITER_MT "asyncrun.rate_limiter"
@@ -61,17 +61,18 @@ static void timer_cb(ar__timer_t *tm) {
   uint64_t now = uv_hrtime();
   while (!ar__list_empty(&rl->waiters) && try_record(rl, now)) {
     rl->nwait--;
-    ar__task_wake(ar__waiters_shift(&rl->waiters), 0, 0);
+    ar__task_wake_kept(ar__waiters_shift(&rl->waiters), 0);
   }
   /* The timer just left the heap, so re-arming it needs no memory. */
   if (!ar__list_empty(&rl->waiters)) (void)arm(rl, now);
 }
 
-static void acquire_cancel(ar__task_t *t) {
-  limiter_t *rl = t->wait_data;
-  ar__waiters_cancel(t);
+static int acquire_cancel(ar__task_t *t, void *data) {
+  limiter_t *rl = data;
+  ar__waiters_cancel(t, NULL);
   rl->nwait--;
   if (ar__list_empty(&rl->waiters)) ar__timer_stop(rl->E, &rl->timer);
+  return AR__CANCEL_DONE;
 }
 
 /* Makes the ring large enough for every acquisition that can be recorded

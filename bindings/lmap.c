@@ -11,8 +11,12 @@
  * Without return_exceptions, the first failure stops the map: the other
  * workers are cancelled, and the caller raises that error once every
  * worker has ended. With it, a failed item's error object is its result.
- * Cancelling the caller cancels the workers. */
-#include "internal.h"
+ * Cancelling the caller cancels the workers and waits for them: an item
+ * that fn was handed as the cancellation came (a queue item) and returned
+ * is not lost. If every item is done by then, map returns the results
+ * (the cancellation is raised at the next wait); otherwise it raises
+ * "cancelled" with the results so far attached (err.results). */
+#include "module.h"
 #include "toolkit.h"
 
 #define MAP_MT "asyncrun.map"
@@ -26,6 +30,7 @@ typedef struct {
 } worker_t;
 
 struct map_s {
+  ar__join_t join; /* the workers, for cycle checks */
   ar__task_t *caller;
   lua_Integer n;      /* items */
   lua_Integer next;   /* last index claimed */
@@ -33,8 +38,9 @@ struct map_s {
   int failed_worker;  /* 1 + worker that died unexpectedly, 0 if none */
   int nworkers, live;
   uint8_t return_exceptions;
-  uint8_t stop;    /* claim nothing more */
-  uint8_t waiting; /* the caller is suspended on the workers */
+  uint8_t stop;       /* claim nothing more */
+  uint8_t waiting;    /* the caller is suspended on the workers */
+  uint8_t cancelling; /* the caller was cancelled: waiting for the rest */
   worker_t workers[];
 };
 
@@ -104,7 +110,7 @@ static void worker_done_cb(ar__done_t *d, ar__task_t *finished) {
   map_t *m = w->m;
   w->task = NULL;
   m->live--;
-  if (finished->outcome == AR__OUT_ERROR && m->failed == 0 &&
+  if (ar__task_outcome(finished) == AR__OUT_ERROR && m->failed == 0 &&
       m->failed_worker == 0) {
     /* Out of memory inside the worker itself, say. */
     m->failed_worker = (int)(w - m->workers) + 1;
@@ -113,21 +119,44 @@ static void worker_done_cb(ar__done_t *d, ar__task_t *finished) {
   }
   if (m->live == 0 && m->waiting) {
     m->waiting = 0;
-    ar__task_wake(m->caller, 0, 1);
+    ar__task_wake(m->caller, 0);
   }
 }
 
-static void map_cancel(ar__task_t *caller) {
-  map_t *m = caller->wait_data;
-  m->waiting = 0;
+static int map_each(ar__join_t *j, int (*fn)(ar__task_t *, void *), void *ud) {
+  map_t *m = (map_t *)j;
+  for (int i = 0; i < m->nworkers; i++)
+    if (m->workers[i].task != NULL && fn(m->workers[i].task, ud)) return 1;
+  return 0;
+}
+
+static void unwatch(map_t *m, worker_t *w) {
+  ar__task_remove_done(&w->done);
+  w->task = NULL;
+  m->live--;
+}
+
+static int map_cancel(ar__task_t *caller, void *data) {
+  map_t *m = data;
   m->stop = 1;
+  if (m->cancelling) { /* again, closing by force: let go of everything */
+    for (int i = 0; i < m->nworkers; i++)
+      if (m->workers[i].task != NULL) unwatch(m, &m->workers[i]);
+    m->waiting = 0;
+    return AR__CANCEL_DONE;
+  }
+  m->cancelling = 1;
   for (int i = 0; i < m->nworkers; i++) {
     worker_t *w = &m->workers[i];
     if (w->task == NULL) continue;
-    ar__task_remove_done(&w->done);
-    ar__task_cancel(w->task);
-    w->task = NULL;
+    if (ar__join_would_cycle(caller, w->task))
+      unwatch(m, w);
+    else
+      ar__task_cancel(w->task);
   }
+  if (m->live > 0) return AR__CANCEL_WAIT;
+  m->waiting = 0;
+  return AR__CANCEL_DONE;
 }
 
 /* Caller stack: 1 fn, 2 items, 3 opts, 4 map. */
@@ -143,11 +172,26 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
   if (m->failed_worker) {
     lua_getiuservalue(L, 4, 4);
     lua_rawgeti(L, -1, m->failed_worker);
-    ar__task_push_first(L, lua_touserdata(L, -1));
-    return lua_error(L);
+    return ar__task_reraise(L, lua_touserdata(L, -1));
   }
   lua_pushinteger(L, m->n);
   lua_setfield(L, -2, "n");
+  if (ar__task_cancelling(L)) {
+    int complete = m->next >= m->n;
+    for (int i = 0; i < m->nworkers && complete; i++) {
+      lua_getiuservalue(L, 4, 4);
+      lua_rawgeti(L, -1, i + 1);
+      ar__task_t *t = lua_touserdata(L, -1);
+      complete = ar__task_is_done(t) && ar__task_outcome(t) == AR__OUT_OK;
+      lua_pop(L, 2);
+    }
+    if (!complete) {
+      ar__task_push_cancelled_error(L);
+      lua_pushvalue(L, -2);
+      lua_setfield(L, -2, "results");
+      return ar__error_throw(L);
+    }
+  }
   return 1;
 }
 
@@ -191,10 +235,11 @@ static int l_map(lua_State *L) {
     lua_setfield(L, -2, "n");
     return 1;
   }
-  ar__task_t *self = ar__task_check_current(L, "async.map");
+  ar__task_t *self = ar__task_check_suspendable(L, "async.map");
   int nworkers = (int)(conc < n ? conc : n);
   map_t *m =
       lua_newuserdatauv(L, sizeof *m + (size_t)nworkers * sizeof(worker_t), 4);
+  m->join.each = map_each;
   m->caller = self;
   m->n = n;
   m->next = m->failed = 0;
@@ -205,7 +250,7 @@ static int l_map(lua_State *L) {
   /* Until every worker is spawned and hooked, a worker that starts (after
    * a spawn failed halfway) finds the map stopped and ends at once. */
   m->stop = 1;
-  m->waiting = 0;
+  m->waiting = m->cancelling = 0;
   for (int i = 0; i < nworkers; i++) {
     m->workers[i].m = m;
     m->workers[i].task = NULL;
@@ -239,7 +284,7 @@ static int l_map(lua_State *L) {
   m->stop = 0;
   m->waiting = 1;
   lua_settop(L, 4);
-  return ar__task_suspend(L, self, map_cancel, m, map_k, 0);
+  return ar__task_suspend_join(L, self, map_cancel, &m->join, map_k, 0);
 }
 
 void ar__map_open(lua_State *L) {

@@ -15,12 +15,12 @@
  * its next suspension instead. A cancelled waiter that was not yet served
  * only leaves its list. Hence a cancelled get or put loses no item and
  * duplicates none. */
-#include "internal.h"
+#include "module.h"
 #include "toolkit.h"
 
 #define QUEUE_MT "asyncrun.queue"
 
-/* What a woken getter or putter finds in its task's wait_flags. */
+/* What a woken getter or putter is woken with (ar__task_woken). */
 #define Q_GOT 1    /* an item was moved onto the getter's stack */
 #define Q_CLOSED 2 /* the queue was closed while it waited */
 
@@ -87,15 +87,10 @@ static void ring_shift(lua_State *L, queue_t *q, int tidx) {
  * ring. Returns 1 when taken, 0 when the queue is full (nothing changed). */
 static int offer(lua_State *L, queue_t *q) {
   if (!ar__list_empty(&q->getters)) {
-    ar__task_t *w = ar__container_of(q->getters.next, ar__task_t, done.node);
     /* A yielded C function's frame keeps LUA_MINSTACK free slots, so this
-     * does not allocate; if it ever had to and could not, raise here with
-     * nothing changed. */
-    if (!lua_checkstack(w->co, 1)) luaL_error(L, "not enough memory");
-    ar__waiters_shift(&q->getters);
-    lua_xmove(L, w->co, 1);
-    w->wait_flags = Q_GOT;
-    ar__task_wake(w, 1, 0);
+     * does not allocate; if it ever had to and could not, it raises here
+     * with nothing changed. Handing over unlinks the getter. */
+    ar__task_hand(L, ar__waiters_first(&q->getters), 1, Q_GOT);
     q->unfinished++;
     return 1;
   }
@@ -116,11 +111,10 @@ static int take(lua_State *L, queue_t *q) {
   ring_shift(L, q, 2);        /* 3: item */
   ar__task_t *w = ar__waiters_shift(&q->putters);
   if (w != NULL) {
-    lua_xmove(w->co, L, 1); /* its item: on top of its stack when it waits */
+    ar__task_take(L, w, 1); /* its item: on top of its stack as it waits */
     ring_push(L, q, 2);     /* room was just made: cannot grow */
     q->unfinished++;
-    w->wait_flags = 0;
-    ar__task_wake(w, 0, 0);
+    ar__task_wake_kept(w, 0);
   }
   return 1;
 }
@@ -134,7 +128,7 @@ static void check_item(lua_State *L) {
 static int put_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
-  if (ar__task_current(L)->wait_flags & Q_CLOSED) return raise_closed(L);
+  if (ar__task_woken(L) & Q_CLOSED) return raise_closed(L);
   return 0;
 }
 
@@ -146,7 +140,6 @@ static int q_put(lua_State *L) {
   if (q->closed) return raise_closed(L);
   if (offer(L, q)) return 0;
   ar__task_t *t = ar__task_check_current(L, "put");
-  t->wait_flags = 0;
   ar__waiters_push(&q->putters, t); /* the item stays on top of our stack */
   return ar__task_suspend(L, t, ar__waiters_cancel, q, put_k, 0);
 }
@@ -169,7 +162,7 @@ static int push_closed(lua_State *L) {
 static int get_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
-  if (ar__task_current(L)->wait_flags & Q_GOT) return 1; /* moved on by put */
+  if (ar__task_woken(L) & Q_GOT) return 1; /* moved on by put */
   return push_closed(L);
 }
 
@@ -181,7 +174,6 @@ static int q_get(lua_State *L) {
   if (q->count > 0) return take(L, q);
   if (q->closed) return push_closed(L);
   ar__task_t *t = ar__task_check_current(L, "get");
-  t->wait_flags = 0;
   ar__waiters_push(&q->getters, t);
   return ar__task_suspend(L, t, ar__waiters_cancel, q, get_k, 0);
 }
@@ -203,12 +195,10 @@ static int q_close(lua_State *L) {
   ar__task_t *w;
   q->closed = 1;
   while ((w = ar__waiters_shift(&q->getters)) != NULL) {
-    w->wait_flags = Q_CLOSED;
-    ar__task_wake(w, 0, 1);
+    ar__task_wake(w, Q_CLOSED);
   }
   while ((w = ar__waiters_shift(&q->putters)) != NULL) {
-    w->wait_flags = Q_CLOSED;
-    ar__task_wake(w, 0, 1);
+    ar__task_wake(w, Q_CLOSED);
   }
   return 0;
 }
@@ -222,7 +212,7 @@ static int q_task_done(lua_State *L) {
   if (--q->unfinished == 0) {
     ar__task_t *w;
     while ((w = ar__waiters_shift(&q->joiners)) != NULL)
-      ar__task_wake(w, 0, 1);
+      ar__task_wake(w, 0);
   }
   return 0;
 }

@@ -12,7 +12,7 @@
  * then fn's results, or its error at 6. */
 #include <math.h>
 
-#include "internal.h"
+#include "module.h"
 #include "toolkit.h"
 
 #define BASE 5 /* slots below fn's results or error */
@@ -37,10 +37,14 @@ static double next_random(retry_t *r) {
 static int attempt(lua_State *L, retry_t *r);
 
 static void wake_timer_cb(ar__timer_t *tm) {
-  ar__task_wake(ar__container_of(tm, ar__task_t, timer), 0, 1);
+  ar__task_wake(ar__task_of_timer(tm), 0);
 }
 
-static void wait_cancel(ar__task_t *t) { ar__timer_stop(t->E, &t->timer); }
+static int wait_cancel(ar__task_t *t, void *data) {
+  (void)data;
+  ar__timer_stop(ar__task_engine(t), ar__task_timer(t));
+  return AR__CANCEL_DONE;
+}
 
 static int waited_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
@@ -52,7 +56,8 @@ static int waited_k(lua_State *L, int status, lua_KContext ctx) {
 static int wait_then_retry(lua_State *L, double seconds) {
   ar__task_t *t = ar__task_check_current(L, "async.retry");
   lua_settop(L, BASE);
-  if (ar__timer_start(t->E, &t->timer, seconds, wake_timer_cb) != 0)
+  if (ar__timer_start(ar__task_engine(t), ar__task_timer(t), seconds,
+                      wake_timer_cb) != 0)
     return luaL_error(L, "not enough memory");
   return ar__task_suspend(L, t, wait_cancel, NULL, waited_k, 0);
 }

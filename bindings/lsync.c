@@ -8,7 +8,7 @@
  * runs, its acquire still returns (it holds the permit) and the
  * cancellation is raised at its next suspension, where a `with` block
  * releases it. A permit is never lost that way. */
-#include "internal.h"
+#include "module.h"
 #include "toolkit.h"
 
 #define SEM_MT "asyncrun.semaphore"
@@ -40,7 +40,7 @@ static int try_acquire(semaphore_t *s) {
 static int release_one(semaphore_t *s) {
   ar__task_t *w = ar__waiters_shift(&s->waiters);
   if (w != NULL) {
-    ar__task_wake(w, 0, 0);
+    ar__task_wake_kept(w, 0);
     return 0;
   }
   if (s->value >= s->bound) return -1;
@@ -196,7 +196,7 @@ static int ev_set(lua_State *L) {
   ar__task_t *w;
   e->set = 1;
   while ((w = ar__waiters_shift(&e->waiters)) != NULL)
-    ar__task_wake(w, 0, 1);
+    ar__task_wake(w, 0);
   return 0;
 }
 

@@ -1,6 +1,6 @@
 /* Registers the coordination toolkit (docs/toolkit.md) into the "async"
  * module table: one call from luaopen_async. */
-#include "internal.h"
+#include "module.h"
 #include "toolkit.h"
 
 void ar__toolkit_open(lua_State *L) {

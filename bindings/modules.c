@@ -13,11 +13,18 @@ static const luaL_Reg modules[] = {
     {NULL, NULL},
 };
 
-void ar__modules_preload(lua_State *L) {
+/* Registers the built-in modules in package.preload. */
+static void preload_builtins(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *m = modules; m->name != NULL; m++) {
     lua_pushcfunction(L, m->func);
     lua_setfield(L, -2, m->name);
   }
   lua_pop(L, 1);
+}
+
+/* The engine knows nothing of its modules: the library's constructor
+ * hands them over. */
+ar_engine_t *ar_engine_new(const ar_config_t *cfg) {
+  return ar__engine_new(cfg, preload_builtins);
 }

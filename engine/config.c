@@ -150,7 +150,8 @@ static const luaL_Reg stdlibs[] = {{LUA_GNAME, luaopen_base},
                                    {LUA_DBLIBNAME, luaopen_debug},
                                    {NULL, NULL}};
 
-void ar__config_open(lua_State *L, const ar_config_t *cfg) {
+void ar__config_open(lua_State *L, const ar_config_t *cfg,
+                     void (*preload)(lua_State *L)) {
   int nstd = 0;
   /* The first two, base and package, always open. */
   for (const luaL_Reg *lib = stdlibs; lib->func != NULL; lib++, nstd++) {
@@ -171,7 +172,8 @@ void ar__config_open(lua_State *L, const ar_config_t *cfg) {
     }
     lua_pop(L, 1);
   }
-  ar__modules_preload(L);
+  ar__task_guard_coroutines(L);
+  if (preload != NULL) preload(L);
   if (cfg == NULL || cfg->nrules == 0) return;
 
   /* Left-out standard libraries and built-in modules: require says so. */

@@ -2,6 +2,7 @@
  * It holds no global state, so any number can live in one process, in one
  * thread or one per thread. Runs are in run.c, the config in config.c,
  * host operations in op.c. */
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -68,12 +69,18 @@ const char *ar_engine_error(ar_engine_t *E) {
   return E != NULL && E->errmsg != NULL ? E->errmsg : "";
 }
 
+struct init {
+  ar_engine_t *E;
+  const ar_config_t *cfg;
+  void (*preload)(lua_State *L);
+};
+
 /* Runs in a protected call: everything that sets up the Lua state. */
 static int init_p(lua_State *L) {
-  ar_engine_t *E = lua_touserdata(L, 1);
-  const ar_config_t *cfg = lua_touserdata(L, 2);
+  struct init *in = lua_touserdata(L, 1);
+  ar_engine_t *E = in->E;
   ar__engine_bind(L, E);
-  ar__config_open(L, cfg);
+  ar__config_open(L, in->cfg, in->preload);
   ar__error_open(L);
   ar__task_open(L);
   /* Lua builds this message when an error handler fails, outside any
@@ -84,19 +91,47 @@ static int init_p(lua_State *L) {
   return 0;
 }
 
-/* Frees what the engine owns once no handle is left. */
+/* Frees what the engine owns once no handle or request is left. */
 static void release(ar_engine_t *E) {
-  if (E->owns_loop) uv_loop_close(E->loop);
+  assert(E->handles_open == 0 && E->reqs_open == 0);
+  if (E->owns_loop) {
+    int rc = uv_loop_close(E->loop);
+    /* Every handle of ours went through its close callback; a handle the
+     * host put on our loop is its bug, but not a reason to free memory
+     * libuv still uses. */
+    assert(rc == 0);
+    if (rc != 0) return;
+  }
   free(E->ready);
   free(E->heap);
+  free(E->dfs);
   free(E->errmsg);
   free(E);
 }
 
 void ar__engine_handle_closed(ar_engine_t *E) {
+  assert(E->handles_open > 0);
   /* A borrowed loop: ar_engine_free returned long ago, the memory goes
-   * with the last handle. */
-  if (--E->handles_open == 0 && E->freeing && !E->owns_loop) release(E);
+   * with the last handle or request. */
+  if (--E->handles_open == 0 && E->reqs_open == 0 && E->freeing &&
+      !E->owns_loop)
+    release(E);
+}
+
+void ar__engine_req_finished(ar_engine_t *E) {
+  if (--E->reqs_open == 0 && E->handles_open == 0 && E->freeing &&
+      !E->owns_loop)
+    release(E);
+}
+
+static void interrupt_cb(uv_async_t *h) {
+  ar_engine_t *E = h->data;
+  E->interrupts = 0;
+  ar_engine_stop(E);
+}
+
+int ar_engine_failures(ar_engine_t *E) {
+  return E != NULL ? E->failures_reported : 0;
 }
 
 void ar__engine_close_cb(uv_handle_t *h) { ar__engine_handle_closed(h->data); }
@@ -104,7 +139,8 @@ void ar__engine_close_cb(uv_handle_t *h) { ar__engine_handle_closed(h->data); }
 /* Creation runs everything that can fail before the first uv handle is
  * initialized: a handle can only leave a loop through a close callback,
  * which a failing constructor cannot wait for on a borrowed loop. */
-ar_engine_t *ar_engine_new(const ar_config_t *cfg) {
+ar_engine_t *ar__engine_new(const ar_config_t *cfg,
+                            void (*preload)(lua_State *L)) {
   ar_engine_t *E = calloc(1, sizeof *E);
   if (E == NULL) return NULL;
   ar__list_init(&E->tasks);
@@ -115,10 +151,10 @@ ar_engine_t *ar_engine_new(const ar_config_t *cfg) {
   if (E->L == NULL) goto err;
   lua_atpanic(E->L, l_panic);
   *(ar__task_t **)lua_getextraspace(E->L) = NULL;
+  struct init in = {E, cfg, preload};
   lua_pushcfunction(E->L, init_p);
-  lua_pushlightuserdata(E->L, E);
-  lua_pushlightuserdata(E->L, (void *)cfg);
-  if (lua_pcall(E->L, 2, 0, 0) != LUA_OK) goto err;
+  lua_pushlightuserdata(E->L, &in);
+  if (lua_pcall(E->L, 1, 0, 0) != LUA_OK) goto err;
   E->mem_limit = cfg != NULL ? cfg->mem_limit : 0;
   if (cfg != NULL && cfg->loop != NULL) {
     E->loop = cfg->loop;
@@ -132,6 +168,17 @@ ar_engine_t *ar_engine_new(const ar_config_t *cfg) {
   uv_timer_init(E->loop, &E->uv_timer);
   E->uv_timer.data = E;
   E->handles_open++;
+  uv_timer_init(E->loop, &E->settle_timer);
+  E->settle_timer.data = E;
+  E->handles_open++;
+  uv_unref((uv_handle_t *)&E->settle_timer);
+  if (uv_async_init(E->loop, &E->interrupt_async, interrupt_cb) == 0) {
+    E->interrupt_async.data = E;
+    E->handles_open++;
+    uv_unref((uv_handle_t *)&E->interrupt_async);
+  } else {
+    E->interrupt_async.data = NULL; /* ar_engine_interrupt is then a no-op */
+  }
   return E;
 err:
   if (E->L != NULL) {
@@ -158,6 +205,7 @@ size_t ar_engine_tasks(ar_engine_t *E) { return E->ntasks; }
 void ar_engine_stop(ar_engine_t *E) {
   if (E == NULL || E->L == NULL) return;
   E->stopping = 1;
+  ar__modules_stop(E);
   ar__list_t *n;
   for (n = E->tasks.next; n != &E->tasks; n = n->next)
     ar__task_cancel(ar__container_of(n, ar__task_t, live));
@@ -172,6 +220,9 @@ void ar_engine_free(ar_engine_t *E) {
     ar__engine_abandon_run(E);
     if (E->ntasks > 0) ar__engine_force_close(E);
     ar__task_report_all(E);
+    /* Modules close their handles while Lua is still there, before the
+     * finalizers run in no particular order. */
+    ar__modules_close(E);
     if (E->ended_ref != LUA_NOREF) {
       luaL_unref(E->L, LUA_REGISTRYINDEX, E->ended_ref);
       E->ended_ref = LUA_NOREF;
@@ -184,11 +235,14 @@ void ar_engine_free(ar_engine_t *E) {
   E->freeing = 1;
   ar__sched_close(E);
   uv_close((uv_handle_t *)&E->uv_timer, ar__engine_close_cb);
+  uv_close((uv_handle_t *)&E->settle_timer, ar__engine_close_cb);
+  if (E->interrupt_async.data != NULL)
+    uv_close((uv_handle_t *)&E->interrupt_async, ar__engine_close_cb);
   /* A borrowed loop: the last close callback releases E. An owned loop
    * inside its own uv_run (a misuse) cannot be closed here: leak rather
    * than free memory uv_run is using. */
   if (!E->owns_loop || E->in_callback) return;
-  while (E->handles_open > 0)
-    uv_run(E->loop, UV_RUN_NOWAIT);
+  while (E->handles_open > 0 || E->reqs_open > 0)
+    uv_run(E->loop, E->reqs_open > 0 ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   release(E);
 }

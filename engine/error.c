@@ -31,6 +31,11 @@ int ar__error_raise(lua_State *L, const char *kind, const char *fmt, ...) {
   return lua_error(L);
 }
 
+int ar__error_throw(lua_State *L) {
+  ar__error_locate(L, 1);
+  return lua_error(L);
+}
+
 int ar__error_is(lua_State *L, int idx, const char *kind) {
   if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;
   luaL_getmetatable(L, AR__ERROR_MT);

@@ -3,6 +3,7 @@
 #ifndef AR_INTERNAL_H
 #define AR_INTERNAL_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -13,9 +14,7 @@
 #include "asyncrun.h"
 #include "list.h"
 
-typedef struct ar__task_s ar__task_t;
-typedef struct ar__timer_s ar__timer_t;
-typedef struct ar__done_s ar__done_t;
+#include "module.h"
 
 /* Names of the metatables, in the registry. */
 #define AR__TASK_MT "asyncrun.task"
@@ -38,83 +37,48 @@ void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize);
 /* Returns every chunk to the system; the pool is then empty and reusable. */
 void ar__pool_close(ar__pool_t *p);
 
-/* ---- timers (timer.c) ------------------------------------------------- */
-
-/* A deadline kept in the engine's heap. It is embedded in whatever record
- * needs it (a task's wait, a limiter); the heap only points at it, so the
- * embedding record must stop it before it is freed. One uv_timer_t per
- * engine serves them all. */
-struct ar__timer_s {
-  uint64_t due;  /* uv_hrtime() nanoseconds */
-  uint32_t seq;  /* ties broken in start order (compared modulo 2^32) */
-  uint32_t slot; /* index in the heap, or AR__TIMER_IDLE */
-  void (*cb)(ar__timer_t *t);
-};
-#define AR__TIMER_IDLE UINT32_MAX
-
-void ar__timer_init(ar__timer_t *t);
-/* Arms t to fire seconds from now (never earlier, as measured by
- * uv_hrtime()). Re-arming a running timer moves it. Returns 0 or AR_ENOMEM,
- * in which case t is left stopped. */
-int ar__timer_start(ar_engine_t *E, ar__timer_t *t, double seconds,
-                    void (*cb)(ar__timer_t *t));
-void ar__timer_stop(ar_engine_t *E, ar__timer_t *t);
-static inline int ar__timer_active(const ar__timer_t *t) {
-  return t->slot != AR__TIMER_IDLE;
-}
-
-/* ---- tasks (task.c) ---------------------------------------------------- */
+/* ---- tasks (task.c, taskobj.c) --------------------------------------- */
 
 typedef enum {
   AR__TASK_NEW,     /* spawned, queued, body not started */
   AR__TASK_RUNNING, /* being resumed by the driver right now */
-  AR__TASK_WAITING, /* suspended on its wait record */
-  AR__TASK_READY,   /* woken, queued for the driver */
+  AR__TASK_WAITING, /* suspended on its wait */
+  AR__TASK_READY,   /* woken (or yielded), queued for the driver */
   AR__TASK_DONE
 } ar__task_state_t;
 
+/* How the next resume starts. */
 typedef enum {
-  AR__OUT_NONE,
-  AR__OUT_OK,       /* returned; results on co */
-  AR__OUT_ERROR,    /* raised; error object and traceback string on co */
-  AR__OUT_CANCELLED /* ended by a "cancelled" error */
-} ar__outcome_t;
-
-/* How a woken task is resumed. */
-typedef enum {
-  AR__RAISE_NONE,     /* with the values pushed on co */
-  AR__RAISE_VALUE,    /* raise the value on top of co */
-  AR__RAISE_CANCELLED /* raise a fresh "cancelled" error */
-} ar__raise_t;
-
-/* A hook called when a task ends: how await, gather and wait_for learn of
- * it. Linked into the finished task's waiters list; unlinked before cb. */
-struct ar__done_s {
-  ar__list_t node;
-  void (*cb)(ar__done_t *d, ar__task_t *finished);
-};
-
-/* Releases what a suspension holds (stops its timer, unlinks its waiter).
- * Called exactly once when the wait is cancelled, never after a wake. */
-typedef void (*ar__cancel_fn)(ar__task_t *t);
+  AR__RESUME_VALUES, /* with the values on co (or the continuation) */
+  AR__RESUME_CANCEL, /* raise "cancelled" at the waiting call */
+  AR__RESUME_YIELDED /* after a bare coroutine.yield() */
+} ar__resume_t;
 
 /* A task lives inside its handle userdata (user value 1 is its thread,
  * 2 its name). While alive the handle is anchored in the registry (ref);
- * the anchor is dropped exactly once, when the task ends. */
+ * the anchor is dropped exactly once, when the task ends.
+ *
+ * Cancellation is a count (ncancels, as asyncio's) plus a due flag: due
+ * means a "cancelled" error is to be raised at the task's next suspension,
+ * or delivered by the driver now if it waits. Delivery always goes through
+ * the ready queue, never by recursion. */
 struct ar__task_s {
   ar_engine_t *E;
-  lua_State *co;          /* the task's thread; kept alive by user value 1 */
-  int ref;                /* registry anchor, LUA_NOREF once ended */
-  uint8_t state;          /* ar__task_state_t */
-  uint8_t outcome;        /* ar__outcome_t */
-  uint8_t raise;          /* ar__raise_t for the next resume */
-  uint8_t cancel_pending; /* raise "cancelled" at the next suspension */
-  uint8_t droppable;      /* queued wake carries nothing that could be lost */
-  uint8_t retrieved;      /* someone saw the error (await, gather) */
-  uint8_t wait_flags;     /* scratch for the primitive it waits in */
-  int nargs;              /* values on co to hand to lua_resume */
-  int nres;               /* when done: values at co[1..nres]; on failure
-                           * error, traceback and name */
+  lua_State *co;      /* the task's thread; kept alive by user value 1 */
+  int ref;            /* registry anchor, LUA_NOREF once ended */
+  uint8_t state;      /* ar__task_state_t */
+  uint8_t outcome;    /* ar__outcome_t */
+  uint8_t resume;     /* ar__resume_t for the next resume */
+  uint8_t queued;     /* in the ready ring */
+  uint8_t kept;       /* the pending wake carries what must not be lost */
+  uint8_t cancel_due; /* raise "cancelled" at the next suspension */
+  uint8_t cancelling; /* the wait's cancel function ran and said WAIT */
+  uint8_t flags;      /* AR__TF_* */
+  uint16_t ncancels;  /* requests not withdrawn; saturates */
+  uint16_t code;      /* what the waker passed (ar__task_woken) */
+  int nvals;          /* waking: values on co to hand over; done:
+                       * results at co[1..nvals] (failure: error,
+                       * traceback, name) */
   lua_Integer id;
   ar__list_t live;    /* in E->tasks while alive; once ended, in
                        * E->unretrieved while a failure is unseen */
@@ -124,28 +88,21 @@ struct ar__task_s {
   void *wait_data;
   lua_KFunction k; /* the primitive's continuation, or NULL */
   /* Where it waits: done.node is linked in the waiters of the task it
-   * awaits, or in a primitive's FIFO of waiters (semaphore,
-   * queue, event...). A task waits in one place at a time, so one link
-   * serves both. */
+   * awaits, or in a primitive's FIFO of waiters. One link serves both. */
   ar__done_t done;
   ar__timer_t timer; /* for sleep and deadlines */
 };
 
-/* FIFO waiter lists built on done.node. A primitive pushes the task, then
- * suspends with ar__waiters_cancel (or a cancel_fn that calls it), so a
- * cancelled waiter leaves the list and nothing else is left to undo. */
-static inline void ar__waiters_push(ar__list_t *l, ar__task_t *t) {
-  ar__list_insert_tail(l, &t->done.node);
-}
-/* Unlinks and returns the longest waiter, or NULL when there is none. */
-static inline ar__task_t *ar__waiters_shift(ar__list_t *l) {
-  if (ar__list_empty(l)) return NULL;
-  ar__task_t *t = ar__container_of(l->next, ar__task_t, done.node);
-  ar__list_remove(&t->done.node);
-  return t;
-}
-static inline void ar__waiters_cancel(ar__task_t *t) {
-  ar__list_remove(&t->done.node);
+#define AR__TF_RETRIEVED 1 /* someone saw the failure */
+#define AR__TF_JOIN 2      /* wait_data is an ar__join_t */
+#define AR__TF_VISITED 4   /* scratch of ar__join_would_cycle */
+#define AR__TF_HOOKED 8    /* a cancel hook is set on co */
+#define AR__TF_MSG 16      /* t:cancel(msg) left a message */
+
+/* The task running on thread L, or NULL (inline for the engine). */
+static inline ar__task_t *ar__task_of(lua_State *L) {
+  ar__task_t *t = *(ar__task_t **)lua_getextraspace(L);
+  return (t != NULL && t->co == L) ? t : NULL;
 }
 
 /* Closes a dead or abandoned thread: resets its stack and runs its pending
@@ -160,88 +117,40 @@ static inline void ar__thread_close(lua_State *co, lua_State *from) {
 #endif
 }
 
-/* The task running on thread L, or NULL when L is not a task's thread (the
- * main thread, or a plain coroutine created inside a task). */
-static inline ar__task_t *ar__task_current(lua_State *L) {
-  ar__task_t *t = *(ar__task_t **)lua_getextraspace(L);
-  return (t != NULL && t->co == L) ? t : NULL;
-}
-
-/* The same, raising a clear error naming `what` outside a task. */
-ar__task_t *ar__task_check_current(lua_State *L, const char *what);
-
-/* The engine that owns L (any thread of it). */
-ar_engine_t *ar__engine_of(lua_State *L);
-
-/* Spawns the function at idx with the nargs values above it (popped) as a
- * task, and pushes its handle. Raises on memory errors. */
-ar__task_t *ar__task_spawn(lua_State *L, int nargs);
-
-/* The task handle at idx, raising "bad argument" if it is not one. */
-ar__task_t *ar__task_check(lua_State *L, int idx);
-ar__task_t *ar__task_test(lua_State *L, int idx);
-
-/* Suspends the task running on L. The primitive has already linked itself
- * wherever it waits; `cancel` undoes that if the task is cancelled first.
- * Use as `return ar__task_suspend(...)`. When woken the task resumes in k
- * (with ctx), or, when k is NULL, returns the values it was woken with.
- * If a cancel is pending, cancel runs now and "cancelled" is raised. */
-int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
-                     void *data, lua_KFunction k, lua_KContext ctx);
-
-/* Yields once: the task goes to the back of the ready queue (sleep(0)). */
-int ar__task_yield(lua_State *L, ar__task_t *t);
-
-/* Wakes a waiting task with nvals values already pushed on t->co.
- * droppable: a cancel arriving before the resume may discard them. */
-void ar__task_wake(ar__task_t *t, int nvals, int droppable);
-/* Wakes a waiting task so that it raises: AR__RAISE_VALUE raises the value
- * the caller pushed on t->co; the others build their error in the task. */
-void ar__task_wake_raise(ar__task_t *t, ar__raise_t how);
-
-/* Requests cancellation (see docs/design.md). Ending tasks do nothing. */
-void ar__task_cancel(ar__task_t *t);
-
-/* Pushes on L the results of a finished task, or raises its error. Returns
- * the number of values pushed. Marks the error as retrieved. */
-int ar__task_push_results(lua_State *L, ar__task_t *t);
-/* Pushes the first result, or the error object; returns the outcome. */
-int ar__task_push_first(lua_State *L, ar__task_t *t);
-
-void ar__task_add_done(ar__task_t *t, ar__done_t *d,
-                       void (*cb)(ar__done_t *, ar__task_t *));
-static inline void ar__task_remove_done(ar__done_t *d) {
-  ar__list_remove(&d->node);
-}
-
-/* Driver entry: resumes t once (sched.c calls it; nothing else may). */
+/* Driver entry: runs t once (sched.c calls it; nothing else may). */
 void ar__task_run(ar__task_t *t);
+/* Ends t without letting it run further (force close): its wait is
+ * released, its thread closed, its anchor dropped. */
+void ar__task_force_end(ar__task_t *t);
 
-/* Reports failures nobody retrieved, on stderr. */
+/* Reports failures nobody retrieved, on stderr. Returns how many. */
 void ar__task_report(lua_State *L, ar__task_t *t);
-void ar__task_report_all(ar_engine_t *E);
+int ar__task_report_all(ar_engine_t *E);
+/* Describes on stderr where a live task waits (deadlock, stubborn). */
+void ar__task_describe(ar__task_t *t, char *buf, size_t len);
 
 void ar__task_open(lua_State *L); /* registers the task metatable */
+/* Makes coroutine.resume and coroutine.close refuse a task's thread. */
+void ar__task_guard_coroutines(lua_State *L);
+void ar__task_mark_retrieved(ar__task_t *t);
+/* Pushes the canonical "cancelled" error of t (its message, its name). */
+void ar__task_push_cancelled(lua_State *L, ar__task_t *t);
 
 /* ---- scheduler (sched.c) ----------------------------------------------- */
 
 int ar__sched_init(ar_engine_t *E);
 void ar__sched_close(ar_engine_t *E);
-/* Queues t for the driver. Never resumes inline. */
+/* Queues t for the driver unless it is queued already. Never resumes
+ * inline, never allocates. */
 void ar__sched_push(ar_engine_t *E, ar__task_t *t);
-size_t ar__sched_pending(ar_engine_t *E);
 /* Grows the ring to hold ntasks live tasks. Returns 0 or AR_ENOMEM. */
 int ar__sched_reserve(ar_engine_t *E, size_t ntasks);
 
 /* ---- errors (error.c) -------------------------------------------------- */
 
-/* Pushes a new error object {kind=, message=} (metatable asyncrun.error).
- * The message is formatted like lua_pushfstring. */
-void ar__error_push(lua_State *L, const char *kind, const char *fmt, ...);
-/* Raises such an error, with `where` set to the caller's position. */
-int ar__error_raise(lua_State *L, const char *kind, const char *fmt, ...);
-/* If the value at idx is an engine error of that kind (NULL: any kind). */
-int ar__error_is(lua_State *L, int idx, const char *kind);
+/* Pushes the text of the error value at idx, even when its __tostring
+ * raises. */
+void ar__error_push_text(lua_State *L, int idx);
 /* Sets `where` on the engine error at the top of L if it has none. */
 void ar__error_locate(lua_State *L, int level);
 void ar__error_open(lua_State *L);
@@ -265,9 +174,15 @@ struct ar_config_s {
   size_t nrules;
 };
 
-/* Opens the standard libraries and preloads the built-in modules the
- * config allows (cfg NULL: all). Raises on memory errors. */
-void ar__config_open(lua_State *L, const ar_config_t *cfg);
+/* Opens the standard libraries the config allows (cfg NULL: all), then
+ * calls preload, which registers the built-in modules, and disables what
+ * the config denies. Raises on memory errors. */
+void ar__config_open(lua_State *L, const ar_config_t *cfg,
+                     void (*preload)(lua_State *L));
+/* Creates an engine whose Lua state gets preload's modules (the public
+ * ar_engine_new, in bindings/modules.c, passes the built-in ones). */
+ar_engine_t *ar__engine_new(const ar_config_t *cfg,
+                            void (*preload)(lua_State *L));
 
 /* Where a run is (run.c):
  *   IDLE --start--> RUNNING --root ends, or deadlock--> SETTLING
@@ -286,15 +201,18 @@ void ar__engine_abandon_run(ar_engine_t *E);
 /* Counts a handle of E's as closed; with a borrowed loop, the last one
  * after ar_engine_free releases E (so nothing may touch E after it). */
 void ar__engine_handle_closed(ar_engine_t *E);
+/* Counts a uv request of E's as finished (same release rule). */
+void ar__engine_req_finished(ar_engine_t *E);
 /* A close callback doing just that, for handles with E in h->data. */
 void ar__engine_close_cb(uv_handle_t *h);
+/* Runs the modules' stop hooks (once per stop), then their close hooks
+ * (ar_engine_free), newest first. */
+void ar__modules_stop(ar_engine_t *E);
+void ar__modules_close(ar_engine_t *E);
 /* Frees ops that were never suspended (a host that broke the contract). */
 void ar__op_free_all(ar_engine_t *E);
 /* Replaces the engine's last message. */
 void ar__engine_set_error(ar_engine_t *E, const char *msg, size_t len);
-
-/* Registers the built-in modules in package.preload (bindings/modules.c). */
-void ar__modules_preload(lua_State *L);
 
 /* ---- engine (engine.c) ------------------------------------------------- */
 
@@ -335,8 +253,25 @@ struct ar_engine_s {
    * until this reaches zero, or (borrowed loop) leaves the last close
    * callback to release the engine. */
   int handles_open;
+  int reqs_open; /* uv requests in flight (ar__req_started) */
   int stopping;
   char *errmsg;
+
+  /* Interrupting Lua code that computes (ar_engine_interrupt, from a
+   * signal handler): the thread being resumed, and the request. */
+  lua_State *volatile running;
+  volatile sig_atomic_t interrupts;
+  uv_async_t interrupt_async;
+
+  /* Module state (ar__module_open), newest first. */
+  struct ar__modstate_s *modules;
+
+  int reraise_ref;     /* the failed task whose error is being re-raised */
+  int cancel_msgs_ref; /* weak table: task handle -> t:cancel(msg) */
+  ar__task_t **dfs;    /* scratch of ar__join_would_cycle */
+  size_t dfs_cap;
+  uv_timer_t settle_timer; /* a round of settling lasts at most this */
+  int settle_expired;
 
   /* the run in progress (run.c) */
   int phase;        /* AR__PHASE_* */
@@ -347,7 +282,8 @@ struct ar_engine_s {
   /* The task metatables (see ar__task_test), for identity checks and
    * setmetatable without a lookup by name. */
   const void *task_mt, *task_failed_mt;
-  int task_mt_ref;
+  int task_mt_ref, task_failed_ref;
+  int failures_reported; /* unseen failures reported on stderr */
   ar_done_cb done_cb;
   void *done_data;
   ar__task_t *ended; /* the root of the run just over, for its results */

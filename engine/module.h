@@ -68,12 +68,34 @@ ar_engine_t *ar__engine_of(lua_State *L);
 ar__task_t *ar__task_current(lua_State *L);
 /* The same, raising a clear error naming `what` outside a task. */
 ar__task_t *ar__task_check_current(lua_State *L, const char *what);
+/* The same, also raising the "C-call boundary" error where the task
+ * cannot yield: what a primitive whose cancel function may answer
+ * AR__CANCEL_WAIT calls before linking anything. */
+ar__task_t *ar__task_check_suspendable(lua_State *L, const char *what);
 
 ar_engine_t *ar__task_engine(const ar__task_t *t);
 lua_Integer ar__task_id(const ar__task_t *t);
 int ar__task_is_done(const ar__task_t *t);
+/* How a task ended; AR__OUT_NONE while it runs. */
+typedef enum {
+  AR__OUT_NONE,
+  AR__OUT_OK,       /* returned */
+  AR__OUT_ERROR,    /* raised */
+  AR__OUT_CANCELLED /* ended by a "cancelled" error, or never started */
+} ar__outcome_t;
+int ar__task_outcome(const ar__task_t *t);
 /* Pushes the task's handle (a live task's is always reachable). */
 void ar__task_push_handle(lua_State *L, ar__task_t *t);
+
+/* Of a finished task: pushes its results and returns how many, or raises
+ * its error (marked as seen, keeping the task's traceback for the report
+ * of whoever does not catch it). */
+int ar__task_push_results(lua_State *L, ar__task_t *t);
+/* Pushes its first result, or its error object, without raising; returns
+ * the outcome. An error pushed this way counts as seen. */
+int ar__task_push_first(lua_State *L, ar__task_t *t);
+/* Raises the error of a failed or cancelled task (as push_results). */
+int ar__task_reraise(lua_State *L, ar__task_t *t);
 
 /* Spawns the function at -(nargs+1) with the nargs values above it
  * (popped) and pushes its handle. Raises on memory errors. */
@@ -88,8 +110,19 @@ void ar__task_cancel(ar__task_t *t);
 
 /* ---- suspension -------------------------------------------------------- */
 
-/* Undoes a suspension's links (rule 1). Never calls Lua, never raises. */
-typedef void (*ar__cancel_fn)(ar__task_t *t, void *data);
+/* Undoes a suspension's links (rule 1). Never calls Lua, never raises.
+ * Returns AR__CANCEL_DONE when the wait is released (the task raises
+ * "cancelled" at once), or AR__CANCEL_WAIT when the wait must first see
+ * something finish (inner tasks cancelled in turn, a child process being
+ * killed): the task stays suspended, the module wakes it later, and its
+ * continuation, seeing ar__task_cancelling() true, decides whether to
+ * return what it got (the cancellation is then raised at the next
+ * suspension) or to raise it now (ar__task_raise_cancelled). A cancel
+ * function that answered AR__CANCEL_WAIT is called once more if the
+ * engine closes the task by force meanwhile: it must then let go of
+ * everything and answer AR__CANCEL_DONE. */
+typedef int (*ar__cancel_fn)(ar__task_t *t, void *data);
+enum { AR__CANCEL_DONE, AR__CANCEL_WAIT };
 
 /* Suspends the task running on L (t, from ar__task_check_current). When
  * woken it resumes in k(L, LUA_YIELD, ctx); with k NULL the waiting call
@@ -112,8 +145,24 @@ void ar__task_wake_kept(ar__task_t *t, int code);
  * waiting call returns them when k is NULL). Raises in L, with nothing
  * changed, if t's stack cannot grow. */
 void ar__task_hand(lua_State *L, ar__task_t *t, int n, int code);
+/* From Lua code only: moves the n values on top of the waiting task t's
+ * stack (what it offered when it suspended, a putter's item) onto L. */
+void ar__task_take(lua_State *L, ar__task_t *t, int n);
 /* In a continuation: the code the task was woken with. */
 int ar__task_woken(lua_State *L);
+/* In a continuation: whether the wait that just ended was being
+ * cancelled (its cancel function returned AR__CANCEL_WAIT). */
+int ar__task_cancelling(lua_State *L);
+/* Raises the task's "cancelled" error now (the one t:cancel(msg) asked
+ * for), consuming the pending cancellation. */
+int ar__task_raise_cancelled(lua_State *L);
+/* The same error, pushed instead of raised (to add fields, then raise it
+ * with ar__error_throw); the cancellation is consumed too. */
+void ar__task_push_cancelled_error(lua_State *L);
+/* Withdraws one cancellation this primitive requested itself (a group
+ * cancelling its owner's body), as asyncio's uncancel(). Returns the
+ * requests still outstanding: more than zero means someone else asked. */
+int ar__task_uncancel(ar__task_t *t);
 
 /* Yields once: the task goes to the back of the ready queue (sleep(0)). */
 int ar__task_yield(lua_State *L, ar__task_t *t);
@@ -125,7 +174,24 @@ void ar__waiters_push(ar__list_t *l, ar__task_t *t);
 /* Unlinks and returns the longest waiter, or NULL. */
 ar__task_t *ar__waiters_shift(ar__list_t *l);
 ar__task_t *ar__waiters_first(ar__list_t *l);
-void ar__waiters_cancel(ar__task_t *t, void *data);
+int ar__waiters_cancel(ar__task_t *t, void *data);
+
+/* Waiting for other tasks to end (await, wait_for, gather, map, groups).
+ * A wait that, when cancelled, cancels its tasks and waits for them
+ * registers how to list them, so that a cycle of such waits (two tasks
+ * waiting on each other) is found and broken instead of waiting forever.
+ * The record is the suspension's data; `each` calls fn on every task
+ * still awaited, stopping when fn returns non-zero (and returning that). */
+typedef struct ar__join_s ar__join_t;
+struct ar__join_s {
+  int (*each)(ar__join_t *j, int (*fn)(ar__task_t *t, void *ud), void *ud);
+};
+/* Suspends as ar__task_suspend, with data a join record. */
+int ar__task_suspend_join(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
+                          ar__join_t *join, lua_KFunction k, lua_KContext ctx);
+/* In a join's cancel function: whether waiting for `inner` would wait
+ * for the cancelling task itself (a cycle). Then do not wait for it. */
+int ar__join_would_cycle(ar__task_t *self, ar__task_t *inner);
 
 /* Hooks run when a task ends (await-like primitives). Unlinked before cb
  * runs; cb follows rule 3. */
@@ -138,6 +204,11 @@ void ar__task_add_done(ar__task_t *t, ar__done_t *d,
 void ar__task_remove_done(ar__done_t *d);
 
 /* ---- timers ------------------------------------------------------------ */
+
+/* Every task has one timer for the primitive it waits in (sleep, a
+ * deadline); it must be stopped when that wait ends. */
+ar__timer_t *ar__task_timer(ar__task_t *t);
+ar__task_t *ar__task_of_timer(ar__timer_t *tm);
 
 /* A deadline in the engine's heap, embedded in the module's record; the
  * record must stop it before it is freed. cb follows rule 3. */

@@ -22,7 +22,7 @@ enum {
   OP_CANCELLING /* its cancel callback is running */
 };
 
-/* How the task resumes (in its wait_flags, or op->flags when early). */
+/* How the task resumes (its wake code, or op->flags when early). */
 #define OP_RAISE 1 /* raise the value woken with */
 #define OP_NOMEM 2 /* no room even for an error: raise "not enough memory" */
 
@@ -66,12 +66,20 @@ ar_op_t *ar_op_new(lua_State *L, ar_op_cancel_cb cancel_cb, void *data) {
 void *ar_op_data(ar_op_t *op) { return op->data; }
 ar_engine_t *ar_op_engine(ar_op_t *op) { return op->E; }
 
+void ar_op_drop(ar_op_t *op) {
+  if (op == NULL || op->state == OP_WAITING || op->state == OP_CANCELLING)
+    return; /* suspended on: the task owns it now */
+  op_free(op);
+}
+
 /* The task's cancel function: the host aborts, then the op is gone. */
-static void op_cancel(ar__task_t *t) {
-  ar_op_t *op = t->wait_data;
+static int op_cancel(ar__task_t *t, void *data) {
+  (void)t;
+  ar_op_t *op = data;
   op->state = OP_CANCELLING;
   if (op->cancel_cb != NULL) op->cancel_cb(op, op->data);
   op_free(op);
+  return AR__CANCEL_DONE;
 }
 
 /* Continuation: the values the op was completed with, or its error raised
@@ -87,10 +95,7 @@ static int resumed(lua_State *L, int flags, int base) {
 
 static int op_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  ar__task_t *t = ar__task_current(L);
-  int flags = t->wait_flags;
-  t->wait_flags = 0;
-  return resumed(L, flags, (int)ctx);
+  return resumed(L, ar__task_woken(L), (int)ctx);
 }
 
 int ar_op_suspend(lua_State *L, ar_op_t *op) {
@@ -101,7 +106,6 @@ int ar_op_suspend(lua_State *L, ar_op_t *op) {
     return resumed(L, flags, base);
   }
   op->state = OP_WAITING;
-  t->wait_flags = 0;
   /* With a cancel pending, op_cancel runs right away (it finds op in
    * wait_data) and "cancelled" is raised. */
   return ar__task_suspend(L, t, op_cancel, op, op_k,
@@ -217,8 +221,8 @@ static int complete(ar_op_t *op, struct push *p, int raise) {
   }
   ar__task_t *t = op->task;
   op_free(op);
-  t->wait_flags = (uint8_t)flags;
-  ar__task_wake(t, p->n, 1);
+  t->nvals = p->n;
+  ar__task_wake(t, flags);
   return rc;
 }
 

@@ -8,10 +8,14 @@
  *   SETTLING --no task left--> IDLE, outcome reported
  *
  * SETTLING is asyncio.run's ending: the tasks the root left are cancelled
- * and awaited. A task that swallows its cancellation and then waits on
- * nothing is cancelled again; after three rounds it is closed by force.
- * "Stuck" (a deadlock) means nothing is queued and nothing keeps the loop
- * alive: no timer, no transfer, no pending host operation. */
+ * and awaited. A round of settling ends when nothing can make progress
+ * ("stuck") or after AR__SETTLE_ROUND seconds; a task still alive then is
+ * cancelled again, and after three rounds it is named on stderr and
+ * closed by force, so a task that swallows every cancellation cannot
+ * keep the process alive. "Stuck" (a deadlock) means nothing is queued
+ * and nothing keeps the loop alive: no timer, no transfer, no pending
+ * host operation. */
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -159,41 +163,49 @@ static void root_outcome(ar_engine_t *E) {
   }
 }
 
+#define AR__SETTLE_ROUND 1.0 /* seconds */
+
 static int stuck(ar_engine_t *E) {
   return E->ready_len == 0 && !uv_loop_alive(E->loop);
 }
 
 void ar__engine_force_close(ar_engine_t *E) {
-  while (E->ntasks > 0) {
-    ar__task_t *t = ar__container_of(E->tasks.next, ar__task_t, live);
-    if (t->cancel != NULL) {
-      ar__cancel_fn fn = t->cancel;
-      t->cancel = NULL;
-      fn(t);
-    }
-    /* Closing runs the thread's pending <close> handlers. One that tries
-     * to wait fails (the thread cannot yield here), but may have linked
-     * itself first: undo that too. */
-    ar__thread_close(t->co, E->L);
-    if (t->cancel != NULL) {
-      ar__cancel_fn fn = t->cancel;
-      t->cancel = NULL;
-      fn(t);
-    }
-    ar__timer_stop(E, &t->timer);
-    lua_settop(t->co, 0);
-    *(ar__task_t **)lua_getextraspace(t->co) = NULL;
-    t->state = AR__TASK_DONE;
-    t->outcome = AR__OUT_CANCELLED;
-    t->nres = 0;
-    ar__list_remove(&t->live);
-    E->ntasks--;
-    luaL_unref(E->L, LUA_REGISTRYINDEX, t->ref);
-    t->ref = LUA_NOREF;
-  }
+  while (E->ntasks > 0)
+    ar__task_force_end(ar__container_of(E->tasks.next, ar__task_t, live));
   /* The ready ring may still name closed tasks; they are gone now. */
   E->ready_len = 0;
   uv_idle_stop(&E->idle);
+}
+
+/* Lists the live tasks on stderr, one line each, after `what`. */
+static void describe_tasks(ar_engine_t *E, const char *what) {
+  char line[400];
+  int n = 0;
+  fprintf(stderr, "asyncrun: %s\n", what);
+  for (ar__list_t *q = E->tasks.next; q != &E->tasks; q = q->next) {
+    if (++n > 20) {
+      fprintf(stderr, "  ... and %zu more\n", E->ntasks - 20);
+      break;
+    }
+    ar__task_describe(ar__container_of(q, ar__task_t, live), line, sizeof line);
+    fprintf(stderr, "  %s\n", line);
+  }
+  fflush(stderr);
+}
+
+/* Unreferenced: it ends a round early enough, but never keeps a loop
+ * with nothing else to do alive (that is "stuck", seen at once). */
+static void settle_timer_cb(uv_timer_t *h) {
+  ar_engine_t *E = h->data;
+  E->settle_expired = 1;
+  ar__engine_watch(E);
+}
+
+static void settle_round(ar_engine_t *E) {
+  E->settle_expired = 0;
+  uv_timer_start(&E->settle_timer, settle_timer_cb,
+                 (uint64_t)(AR__SETTLE_ROUND * 1000), 0);
+  ar_engine_stop(E);
 }
 
 /* The run is over: report it. A blocking caller collects the root's
@@ -218,8 +230,8 @@ static void end_run(ar_engine_t *E) {
   }
   int top = lua_gettop(L), n = 0;
   if (cb != NULL) {
-    if (status == 0 && root->outcome == AR__OUT_OK && root->nres > 0) {
-      n = root->nres;
+    if (status == 0 && root->outcome == AR__OUT_OK && root->nvals > 0) {
+      n = root->nvals;
       if (lua_checkstack(L, n) && lua_checkstack(root->co, 1)) {
         for (int i = 1; i <= n; i++) {
           lua_pushvalue(root->co, i);
@@ -242,6 +254,7 @@ static void end_run(ar_engine_t *E) {
 
 void ar__engine_abandon_run(ar_engine_t *E) {
   if (E->phase == AR__PHASE_IDLE) return;
+  uv_timer_stop(&E->settle_timer);
   E->done_cb = NULL;
   if (E->phase == AR__PHASE_RUNNING) E->run_status = AR_ECANCELLED;
   ar__engine_force_close(E);
@@ -258,21 +271,26 @@ void ar__engine_watch(ar_engine_t *E) {
           "(no timer, transfer or ready task is left)";
       ar__engine_set_error(E, msg, sizeof msg - 1);
       E->run_status = AR_EDEADLOCK;
+      describe_tasks(E, "deadlock; the tasks and where they wait:");
     } else {
       return;
     }
     E->phase = AR__PHASE_SETTLING;
-    if (E->ntasks > 0) ar_engine_stop(E);
+    if (E->ntasks > 0) {
+      settle_round(E);
+    }
   }
   if (E->phase != AR__PHASE_SETTLING) return;
   if (E->ntasks > 0) {
-    if (!stuck(E)) return;
+    if (!stuck(E) && !E->settle_expired) return;
     if (++E->settle_round < 3) {
-      ar_engine_stop(E);
+      settle_round(E);
       return;
     }
+    describe_tasks(E, "closing tasks that ignored cancellation three times:");
     ar__engine_force_close(E);
   }
+  uv_timer_stop(&E->settle_timer);
   end_run(E);
 }
 
@@ -297,7 +315,7 @@ static int run_blocking(ar_engine_t *E, struct start *s, int nargs,
   lua_State *L = E->L;
   ar__task_t *root = E->ended;
   if (rc == 0 && results && root->outcome == AR__OUT_OK) {
-    int n = root->nres;
+    int n = root->nvals;
     if (n > 0 && (!lua_checkstack(L, n) || !lua_checkstack(root->co, 1))) {
       ar__engine_set_error(E, "not enough memory for the results", 33);
       rc = AR_ENOMEM;

@@ -7,6 +7,8 @@
  * loop cannot starve I/O; while the queue is not empty an idle handle keeps
  * the poll from blocking. C stack depth stays flat: a task that wakes
  * another only queues it. */
+#include <assert.h>
+
 #include "internal.h"
 
 /* Scripts run here, so the memory cap applies (see l_alloc). After the
@@ -18,7 +20,7 @@ static void drain(ar_engine_t *E) {
     ar__task_t *t = E->ready[E->ready_head];
     E->ready_head = (E->ready_head + 1) & (E->ready_cap - 1);
     E->ready_len--;
-    ar__task_run(t);
+    if (t->queued) ar__task_run(t); /* else it ended by force meanwhile */
   }
   E->mem_armed--;
   if (E->ready_len == 0) uv_idle_stop(&E->idle);
@@ -55,14 +57,16 @@ void ar__sched_close(ar_engine_t *E) {
 
 /* A push never allocates: ar__sched_reserve grows the ring before a task
  * is created, so it always has a place for every live task (a task is
- * queued at most once at a time). A wake-up therefore cannot fail. */
+ * queued at most once at a time, which `queued` ensures). A wake-up
+ * therefore cannot fail. */
 void ar__sched_push(ar_engine_t *E, ar__task_t *t) {
+  if (t->queued) return;
+  t->queued = 1;
+  assert(E->ready_len < E->ready_cap);
   size_t tail = (E->ready_head + E->ready_len) & (E->ready_cap - 1);
   E->ready[tail] = t;
   if (E->ready_len++ == 0) uv_idle_start(&E->idle, idle_cb);
 }
-
-size_t ar__sched_pending(ar_engine_t *E) { return E->ready_len; }
 
 /* Makes room in the ring for one more live task. A task is queued at most
  * once at a time, so capacity >= live tasks means a push never overflows.

@@ -2,11 +2,16 @@
  * the task's handle userdata. Lifecycle (docs/design.md):
  *
  *   NEW --run--> RUNNING --suspend--> WAITING --wake--> READY --run--> ...
- *                   \--return/raise--> DONE
+ *                   \--body returns or raises--> DONE
  *
- * The handle is anchored in the registry from spawn until the task ends;
- * after that only the script's own references keep it (and its results). */
-#include <stdio.h>
+ * Every task body runs inside a trampoline (task_body): a C function at
+ * the base of the thread that calls the body under lua_pcallk with a
+ * message handler. So a task always ends by returning: <close> handlers
+ * and pcall cleanup run while the thread can still yield (they may wait,
+ * even during cancellation), and the traceback of a failure is taken
+ * where it was raised. The handle's methods, results and reports are in
+ * taskobj.c. */
+#include <assert.h>
 #include <string.h>
 
 #include "internal.h"
@@ -27,8 +32,10 @@ void ar__engine_bind(lua_State *L, ar_engine_t *E) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &engine_key);
 }
 
+ar__task_t *ar__task_current(lua_State *L) { return ar__task_of(L); }
+
 ar__task_t *ar__task_check_current(lua_State *L, const char *what) {
-  ar__task_t *t = ar__task_current(L);
+  ar__task_t *t = ar__task_of(L);
   if (t == NULL)
     luaL_error(L,
                "%s must be called from an asyncrun task (not from the main "
@@ -37,24 +44,123 @@ ar__task_t *ar__task_check_current(lua_State *L, const char *what) {
   return t;
 }
 
-/* A handle has one of two metatables: AR__TASK_MT, or, once the task has
- * failed and nobody has seen the error, AR__TASK_FAILED_MT, the same plus a
- * __gc that reports the failure. Only those few handles carry a finalizer:
- * finalizers make Lua's collector keep every such object one extra cycle
- * and call into C for each, which costs a task-heavy script dearly. */
-ar__task_t *ar__task_test(lua_State *L, int idx) {
-  void *p = lua_touserdata(L, idx);
-  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
-  const void *mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
-  ar_engine_t *E = ar__engine_of(L);
-  return mt == E->task_mt || mt == E->task_failed_mt ? p : NULL;
+ar_engine_t *ar__task_engine(const ar__task_t *t) { return t->E; }
+lua_Integer ar__task_id(const ar__task_t *t) { return t->id; }
+int ar__task_is_done(const ar__task_t *t) { return t->state == AR__TASK_DONE; }
+int ar__task_outcome(const ar__task_t *t) { return t->outcome; }
+ar__timer_t *ar__task_timer(ar__task_t *t) { return &t->timer; }
+ar__task_t *ar__task_of_timer(ar__timer_t *tm) {
+  return ar__container_of(tm, ar__task_t, timer);
 }
 
-ar__task_t *ar__task_check(lua_State *L, int idx) {
-  ar__task_t *t = ar__task_test(L, idx);
-  if (t == NULL) luaL_typeerror(L, idx, AR__TASK_MT);
-  return t;
+void ar__task_push_handle(lua_State *L, ar__task_t *t) {
+  assert(t->ref != LUA_NOREF);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+}
+
+/* ---- the trampoline ----------------------------------------------------- */
+
+/* Where a failing task's traceback waits for task_body_k: the registry,
+ * keyed by the task record. */
+static void stash_traceback(lua_State *co, ar__task_t *t) {
+  ar_engine_t *E = t->E;
+  luaL_Buffer b;
+  /* An error re-raised from another task (await, gather, a group, map)
+   * carries that task's frames first, then where it was awaited. */
+  lua_rawgeti(co, LUA_REGISTRYINDEX, E->reraise_ref);
+  ar__task_t *from = ar__task_test(co, -1);
+  int chained = 0;
+  if (from != NULL && from->state == AR__TASK_DONE &&
+      from->outcome == AR__OUT_ERROR && from->nvals >= 3 &&
+      lua_checkstack(from->co, 1)) {
+    lua_pushvalue(from->co, 1);
+    lua_xmove(from->co, co, 1);
+    chained = lua_rawequal(co, -1, 1);
+    lua_pop(co, 1);
+  }
+  luaL_buffinit(co, &b);
+  if (chained) {
+    lua_getiuservalue(co, -2, 2); /* its name */
+    if (lua_isstring(co, -1))
+      lua_pushfstring(co, "in task %I (%s): ", from->id, lua_tostring(co, -1));
+    else
+      lua_pushfstring(co, "in task %I: ", from->id);
+    lua_remove(co, -2);
+    luaL_addvalue(&b);
+    lua_pushvalue(from->co, 2);
+    lua_xmove(from->co, co, 1);
+    luaL_addvalue(&b);
+    luaL_addstring(&b, "\nre-raised ");
+  }
+  luaL_traceback(co, co, NULL, 1);
+  /* Drop the trampoline's own frame, the last line. */
+  size_t len;
+  const char *tb = lua_tolstring(co, -1, &len);
+  const char *last = strrchr(tb, '\n');
+  if (last != NULL && strcmp(last, "\n\t[C]: in ?") == 0) {
+    lua_pushlstring(co, tb, (size_t)(last - tb));
+    lua_remove(co, -2);
+  }
+  luaL_addvalue(&b);
+  luaL_pushresult(&b);
+  lua_rawsetp(co, LUA_REGISTRYINDEX, t);
+  lua_pop(co, 1); /* the re-raise anchor */
+}
+
+/* The message handler: takes the traceback where the error was raised
+ * (not for cancellations, which are routine) and leaves the error as is,
+ * so <close> handlers and the report see the script's own value. */
+static int task_msgh(lua_State *co) {
+  ar__task_t *t = ar__task_of(co);
+  if (t != NULL && !ar__error_is(co, 1, "cancelled")) {
+    lua_settop(co, 1);
+    stash_traceback(co, t);
+  }
+  lua_settop(co, 1);
+  return 1;
+}
+
+/* The body ended. Success: its results, above the handler. Failure: the
+ * thread returns error, traceback, name; the outcome says which. */
+static int task_body_k(lua_State *co, int status, lua_KContext ctx) {
+  (void)ctx;
+  ar__task_t *t = ar__task_of(co);
+  t->cancelling = 0;
+  if (status == LUA_OK || status == LUA_YIELD) {
+    t->outcome = AR__OUT_OK;
+    return lua_gettop(co) - 1;
+  }
+  int err = lua_gettop(co);
+  int cancelled = ar__error_is(co, err, "cancelled");
+  luaL_checkstack(co, 4, NULL);
+  lua_rawgetp(co, LUA_REGISTRYINDEX, t);
+  if (!lua_isstring(co, -1)) {
+    lua_pop(co, 1);
+    lua_pushliteral(co, "");
+  } else {
+    lua_pushnil(co);
+    lua_rawsetp(co, LUA_REGISTRYINDEX, t);
+  }
+  lua_rawgeti(co, LUA_REGISTRYINDEX, t->ref); /* the handle */
+  lua_getiuservalue(co, -1, 2);               /* its name */
+  if (!cancelled) {
+    /* Arm the report of an unseen failure (see ar__task_test). */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, t->E->task_failed_ref);
+    lua_setmetatable(co, -3);
+  }
+  lua_remove(co, -2);
+  t->outcome = cancelled ? AR__OUT_CANCELLED : AR__OUT_ERROR;
+  return 3;
+}
+
+/* The function at the base of every task's thread: body and arguments
+ * above it. */
+static int task_body(lua_State *co) {
+  int nargs = lua_gettop(co) - 1;
+  lua_pushcfunction(co, task_msgh);
+  lua_insert(co, 1);
+  return task_body_k(co, lua_pcallk(co, nargs, LUA_MULTRET, 1, 0, task_body_k),
+                     0);
 }
 
 ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
@@ -66,26 +172,28 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   t->ref = LUA_NOREF;
   /* The links before anything can fail: a handle dropped half-made must
    * still be consistent for whatever meets it (a finalizer did once). */
+  ar__list_init(&t->live);
   ar__list_init(&t->waiters);
   ar__list_init(&t->done.node);
   ar__timer_init(&t->timer);
   lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_mt_ref);
   lua_setmetatable(L, -2);
   lua_State *co = lua_newthread(L);
-  if (!lua_checkstack(co, nargs + 1))
+  if (!lua_checkstack(co, nargs + 2))
     luaL_error(L, "too many arguments to spawn");
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* From here on nothing can fail. */
   lua_insert(L, -(nargs + 2));
+  lua_pushcfunction(co, task_body);
   lua_xmove(L, co, nargs + 1);
   *(ar__task_t **)lua_getextraspace(co) = t;
   t->E = E;
   t->co = co;
   t->id = ++E->next_id;
   t->state = AR__TASK_NEW;
-  t->nargs = nargs;
+  t->nvals = nargs + 1;
   ar__list_insert_tail(&E->tasks, &t->live);
   E->ntasks++;
   ar__sched_push(E, t);
@@ -94,16 +202,26 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
 
 /* ---- suspension and wake-up -------------------------------------------- */
 
+void ar__task_push_cancelled_error(lua_State *L) {
+  ar__task_t *t = ar__task_of(L);
+  assert(t != NULL);
+  t->cancel_due = 0;
+  t->cancelling = 0;
+  ar__task_push_cancelled(L, t);
+}
+
+int ar__task_raise_cancelled(lua_State *L) {
+  ar__task_push_cancelled_error(L);
+  ar__error_locate(L, 1);
+  return lua_error(L);
+}
+
 static int resume_k(lua_State *L, int status, lua_KContext ctx) {
-  ar__task_t *t = ar__task_current(L);
-  int raise = t->raise;
-  t->raise = AR__RAISE_NONE;
-  switch (raise) {
-  case AR__RAISE_VALUE: return lua_error(L);
-  case AR__RAISE_CANCELLED:
+  ar__task_t *t = ar__task_of(L);
+  if (t->resume == AR__RESUME_CANCEL) {
+    t->resume = AR__RESUME_VALUES;
     t->k = NULL;
-    return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
-  default: break;
+    return ar__task_raise_cancelled(L);
   }
   if (t->k != NULL) {
     lua_KFunction k = t->k;
@@ -115,117 +233,218 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* Raised where a task cannot yield: inside a function called by a C
  * function that has no continuation (table.sort's comparator, a gsub
- * replacement, a __tostring run by tostring, a __gc). The wait's
- * links are undone first, or a stale waiter, timer or ready entry would
- * wake the task later, in the middle of something else. */
+ * replacement, a __tostring run by tostring, a __gc). The wait's links
+ * are undone first, or a stale waiter, timer or ready entry would wake
+ * the task later, in the middle of something else. */
 static int raise_unyieldable(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
                              void *data) {
   if (cancel != NULL) {
-    t->wait_data = data;
-    cancel(t);
-    t->wait_data = NULL;
+    int r = cancel(t, data);
+    assert(r == AR__CANCEL_DONE); /* joins check ar__task_check_suspendable */
+    (void)r;
   }
   return luaL_error(L, "attempt to wait across a C-call boundary (inside a "
                        "function called by C code that cannot yield, such "
                        "as table.sort or string.gsub)");
 }
 
-int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
-                     void *data, lua_KFunction k, lua_KContext ctx) {
+ar__task_t *ar__task_check_suspendable(lua_State *L, const char *what) {
+  ar__task_t *t = ar__task_check_current(L, what);
+  if (!lua_isyieldable(L)) raise_unyieldable(L, t, NULL, NULL);
+  return t;
+}
+
+static int suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
+                   void *data, lua_KFunction k, lua_KContext ctx, int join) {
+  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   if (!lua_isyieldable(L)) return raise_unyieldable(L, t, cancel, data);
-  if (t->cancel_pending) {
-    t->cancel_pending = 0;
-    /* cancel reads its record from wait_data, as when called later. */
-    t->wait_data = data;
-    if (cancel != NULL) cancel(t);
-    t->wait_data = NULL;
-    return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
+  t->cancelling = 0;
+  t->flags = (uint8_t)((t->flags & ~AR__TF_JOIN) | (join ? AR__TF_JOIN : 0));
+  t->wait_data = data;
+  if (t->cancel_due) {
+    if (cancel == NULL || cancel(t, data) == AR__CANCEL_DONE) {
+      t->wait_data = NULL;
+      return ar__task_raise_cancelled(L);
+    }
+    t->cancelling = 1; /* cancelled already: wait for what it started */
   }
   t->cancel = cancel;
-  t->wait_data = data;
   t->k = k;
+  t->resume = AR__RESUME_VALUES;
   t->state = AR__TASK_WAITING;
   return lua_yieldk(L, 0, k != NULL ? ctx : (lua_KContext)lua_gettop(L),
                     resume_k);
 }
 
+int ar__task_suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
+                     void *data, lua_KFunction k, lua_KContext ctx) {
+  return suspend(L, t, cancel, data, k, ctx, 0);
+}
+
+int ar__task_suspend_join(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
+                          ar__join_t *join, lua_KFunction k, lua_KContext ctx) {
+  return suspend(L, t, cancel, join, k, ctx, 1);
+}
+
 int ar__task_yield(lua_State *L, ar__task_t *t) {
+  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   if (!lua_isyieldable(L)) return raise_unyieldable(L, t, NULL, NULL);
-  if (t->cancel_pending) {
-    t->cancel_pending = 0;
-    return ar__error_raise(L, "cancelled", "task %I was cancelled", t->id);
-  }
+  if (t->cancel_due) return ar__task_raise_cancelled(L);
   t->k = NULL;
-  t->nargs = 0;
-  t->raise = AR__RAISE_NONE;
-  t->droppable = 1;
+  t->nvals = 0;
+  t->kept = 0;
+  t->resume = AR__RESUME_VALUES;
   t->state = AR__TASK_READY;
   ar__sched_push(t->E, t);
   return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), resume_k);
 }
 
-static void wake(ar__task_t *t, int nargs, int raise, int droppable) {
+static void wake(ar__task_t *t, int code, int kept) {
+  assert(t->state == AR__TASK_WAITING);
+  /* Whatever list it waited in, it waits there no more. */
+  ar__list_remove(&t->done.node);
   t->cancel = NULL;
   t->wait_data = NULL;
-  t->nargs = nargs;
-  t->raise = (uint8_t)raise;
-  t->droppable = (uint8_t)droppable;
+  t->code = (uint16_t)code;
+  /* A wait that was being cancelled ends with what it waited for: its
+   * continuation must see it. */
+  t->kept = (uint8_t)(kept || t->cancelling);
+  t->resume = AR__RESUME_VALUES;
   t->state = AR__TASK_READY;
   ar__sched_push(t->E, t);
 }
 
-void ar__task_wake(ar__task_t *t, int nvals, int droppable) {
-  wake(t, nvals, AR__RAISE_NONE, droppable);
+void ar__task_wake(ar__task_t *t, int code) { wake(t, code, 0); }
+void ar__task_wake_kept(ar__task_t *t, int code) { wake(t, code, 1); }
+
+void ar__task_hand(lua_State *L, ar__task_t *t, int n, int code) {
+  if (!lua_checkstack(t->co, n)) luaL_error(L, "not enough memory");
+  lua_xmove(L, t->co, n);
+  t->nvals = n;
+  wake(t, code, 1);
 }
 
-void ar__task_wake_raise(ar__task_t *t, ar__raise_t how) {
-  wake(t, how == AR__RAISE_VALUE ? 1 : 0, how, 1);
+void ar__task_take(lua_State *L, ar__task_t *t, int n) {
+  assert(t->state == AR__TASK_WAITING);
+  luaL_checkstack(L, n, NULL);
+  lua_xmove(t->co, L, n);
 }
 
-void ar__task_cancel(ar__task_t *t) {
-  switch (t->state) {
-  case AR__TASK_NEW:
-  case AR__TASK_RUNNING: t->cancel_pending = 1; break;
-  case AR__TASK_WAITING: {
-    ar__cancel_fn fn = t->cancel;
-    t->cancel = NULL;
-    if (fn != NULL) fn(t);
-    wake(t, 0, AR__RAISE_CANCELLED, 1);
-    break;
-  }
-  case AR__TASK_READY:
-    /* Values already handed over (a queue item, say) must not be lost:
-     * deliver them and raise at the next suspension instead. */
-    if (t->droppable) {
-      lua_pop(t->co, t->nargs);
-      t->nargs = 0;
-      t->raise = AR__RAISE_CANCELLED;
-    } else {
-      t->cancel_pending = 1;
-    }
-    break;
-  default: break;
-  }
+int ar__task_woken(lua_State *L) { return ar__task_of(L)->code; }
+int ar__task_cancelling(lua_State *L) { return ar__task_of(L)->cancelling; }
+
+/* ---- waiter lists -------------------------------------------------------- */
+
+void ar__waiters_push(ar__list_t *l, ar__task_t *t) {
+  ar__list_insert_tail(l, &t->done.node);
+}
+
+ar__task_t *ar__waiters_first(ar__list_t *l) {
+  if (ar__list_empty(l)) return NULL;
+  return ar__container_of(l->next, ar__task_t, done.node);
+}
+
+ar__task_t *ar__waiters_shift(ar__list_t *l) {
+  ar__task_t *t = ar__waiters_first(l);
+  if (t != NULL) ar__list_remove(&t->done.node);
+  return t;
+}
+
+int ar__waiters_cancel(ar__task_t *t, void *data) {
+  (void)data;
+  ar__list_remove(&t->done.node);
+  return AR__CANCEL_DONE;
 }
 
 void ar__task_add_done(ar__task_t *t, ar__done_t *d,
                        void (*cb)(ar__done_t *, ar__task_t *)) {
+  assert(t->state != AR__TASK_DONE);
   d->cb = cb;
   ar__list_insert_tail(&t->waiters, &d->node);
 }
 
-/* ---- ending ------------------------------------------------------------ */
+void ar__task_remove_done(ar__done_t *d) { ar__list_remove(&d->node); }
 
-static void finish(ar__task_t *t, int outcome, int nres) {
+/* ---- cancellation ------------------------------------------------------ */
+
+/* Counts the request and makes a cancellation due. A waiting task is
+ * queued so the driver delivers it; one that is queued or running meets
+ * it when it next runs or suspends. Never recurses into another task. */
+void ar__task_cancel(ar__task_t *t) {
+  if (t->state == AR__TASK_DONE) return;
+  if (t->ncancels < UINT16_MAX) t->ncancels++;
+  if (t->cancel_due) return;
+  t->cancel_due = 1;
+  if (t->state == AR__TASK_WAITING && !t->cancelling) ar__sched_push(t->E, t);
+}
+
+int ar__task_uncancel(ar__task_t *t) {
+  if (t->ncancels > 0 && t->ncancels < UINT16_MAX) t->ncancels--;
+  if (t->ncancels == 0) t->cancel_due = 0;
+  return t->ncancels;
+}
+
+/* Whether `from` waits, through joins that are being cancelled, on
+ * `self`. Iterative (chains can be a million deep); only tasks in a
+ * cancelling join are followed, so a cancellation travelling down a
+ * chain costs one step per task. */
+struct dfs {
+  ar_engine_t *E;
+  ar__task_t *self;
+  size_t len, visited;
+  int nomem;
+};
+
+static int dfs_push(ar__task_t *t, void *ud) {
+  struct dfs *d = ud;
+  if (t == d->self) return 1;
+  if (t->state != AR__TASK_WAITING || !t->cancelling ||
+      !(t->flags & AR__TF_JOIN) || (t->flags & AR__TF_VISITED))
+    return 0;
+  ar_engine_t *E = d->E;
+  if (d->visited == E->dfs_cap) {
+    size_t cap = E->dfs_cap ? E->dfs_cap * 2 : 64;
+    ar__task_t **p = realloc(E->dfs, cap * sizeof *p);
+    if (p == NULL) {
+      d->nomem = 1;
+      return 1; /* assume a cycle: not waiting is the safe side */
+    }
+    E->dfs = p;
+    E->dfs_cap = cap;
+  }
+  t->flags |= AR__TF_VISITED;
+  E->dfs[d->visited++] = t;
+  return 0;
+}
+
+int ar__join_would_cycle(ar__task_t *self, ar__task_t *inner) {
+  struct dfs d = {self->E, self, 0, 0, 0};
+  int found = dfs_push(inner, &d);
+  /* dfs[0..visited) holds every task reached; len walks them in order. */
+  while (!found && d.len < d.visited) {
+    ar__task_t *t = d.E->dfs[d.len++];
+    ar__join_t *j = t->wait_data;
+    found = j->each(j, dfs_push, &d);
+  }
+  for (size_t i = 0; i < d.visited; i++)
+    d.E->dfs[i]->flags &= (uint8_t)~AR__TF_VISITED;
+  return found;
+}
+
+/* ---- the driver's side ------------------------------------------------- */
+
+static void finish(ar__task_t *t, int nres) {
   ar_engine_t *E = t->E;
+  assert(t->state != AR__TASK_DONE && ar__list_empty(&t->done.node));
+  assert(t->cancel == NULL && !ar__timer_active(&t->timer));
   t->state = AR__TASK_DONE;
-  t->outcome = (uint8_t)outcome;
-  t->nres = nres;
-  t->cancel_pending = 0;
+  t->nvals = nres;
+  t->cancel_due = t->cancelling = 0;
+  t->queued = 0;
   *(ar__task_t **)lua_getextraspace(t->co) = NULL;
   ar__list_remove(&t->live);
   E->ntasks--;
-  if (outcome == AR__OUT_ERROR && t != E->root)
+  if (t->outcome == AR__OUT_ERROR && t != E->root)
     ar__list_insert_tail(&E->unretrieved, &t->live);
   while (!ar__list_empty(&t->waiters)) {
     ar__done_t *d = ar__container_of(t->waiters.next, ar__done_t, node);
@@ -238,326 +457,183 @@ static void finish(ar__task_t *t, int outcome, int nres) {
   t->ref = LUA_NOREF;
 }
 
-/* Runs with the error object of t on top of L (moved off the dead thread):
- * computes the traceback, closes the thread's pending <close> variables,
- * and leaves error and traceback as t's results. Protected, because all
- * of it can allocate. */
-static int finish_error_p(lua_State *L) {
-  ar__task_t *t = lua_touserdata(L, 1);
-  lua_State *co = t->co;
-  int cancelled = ar__error_is(L, 2, "cancelled");
-  if (cancelled)
-    lua_pushliteral(L, "");
-  else
-    luaL_traceback(L, co, NULL, 0);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the handle */
-  if (!cancelled) {
-    /* Arm the report of an unseen failure (see ar__task_test). */
-    luaL_setmetatable(L, AR__TASK_FAILED_MT);
+/* Raises "cancelled" in a task that yielded with a bare coroutine.yield()
+ * (or, for ar_engine_interrupt, one that computes) at its next step. */
+static void cancel_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  ar__task_t *t = ar__task_of(L);
+  if (t == NULL) return;
+  t->flags &= (uint8_t)~AR__TF_HOOKED;
+  ar_engine_t *E = t->E;
+  if (E->interrupts > 0) {
+    E->interrupts = 0;
+    if (t->ncancels < UINT16_MAX) t->ncancels++;
+    ar__error_push(L, "cancelled", "task %I was interrupted", t->id);
+    lua_error(L);
   }
-  lua_getiuservalue(L, -1, 2); /* its name */
-  lua_remove(L, -2);
-  ar__thread_close(co, L);
-  lua_settop(co, 0);
-  if (!lua_checkstack(co, 3)) return luaL_error(L, "not enough memory");
-  lua_xmove(L, co, 3); /* error, traceback, name */
-  lua_pushboolean(L, cancelled);
+  if (t->cancel_due) ar__task_raise_cancelled(L);
+}
+
+#define AR__HOOK_MASK                                                          \
+  (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
+
+void ar_engine_interrupt(ar_engine_t *E) {
+  if (E == NULL) return;
+  E->interrupts = 1;
+  lua_State *co = E->running;
+  if (co != NULL) lua_sethook(co, cancel_hook, AR__HOOK_MASK, 1);
+  uv_async_send(&E->interrupt_async);
+}
+
+/* A waiting task was queued to be cancelled: release its wait. Returns
+ * whether to resume it now (raising "cancelled"). */
+static int deliver_cancel(ar__task_t *t) {
+  ar__cancel_fn fn = t->cancel;
+  if (fn != NULL && fn(t, t->wait_data) == AR__CANCEL_WAIT) {
+    t->cancelling = 1; /* fn stays, for a close by force */
+    return 0;
+  }
+  t->cancel = NULL;
+  ar__list_remove(&t->done.node);
+  t->wait_data = NULL;
+  t->resume = AR__RESUME_CANCEL;
   return 1;
 }
+
+static void run_failed(ar__task_t *t, int status);
 
 void ar__task_run(ar__task_t *t) {
   ar_engine_t *E = t->E;
   lua_State *L = E->L, *co = t->co;
-  int nres = 0, status;
+  int nargs, nres = 0;
 
-  if (t->state == AR__TASK_NEW && t->cancel_pending) {
-    lua_settop(co, 0); /* never started: its body never runs */
-    finish(t, AR__OUT_CANCELLED, 0);
-    return;
+  assert(t->queued);
+  t->queued = 0;
+  switch (t->state) {
+  case AR__TASK_NEW:
+    if (t->cancel_due) { /* never started: its body never runs */
+      lua_settop(co, 0);
+      t->outcome = AR__OUT_CANCELLED;
+      finish(t, 0);
+      return;
+    }
+    nargs = t->nvals; /* the body and its arguments, above task_body */
+    break;
+  case AR__TASK_WAITING:
+    assert(t->cancel_due && !t->cancelling);
+    if (!deliver_cancel(t)) return;
+    nargs = 0;
+    break;
+  case AR__TASK_READY:
+    if (t->cancel_due && !t->kept && t->resume == AR__RESUME_VALUES) {
+      lua_pop(co, t->nvals); /* nothing was handed over that matters */
+      t->nvals = 0;
+      t->resume = AR__RESUME_CANCEL;
+    }
+    nargs = t->nvals;
+    break;
+  default: assert(0); return;
   }
-  int nargs = t->nargs;
-  t->nargs = 0;
+  if (t->resume == AR__RESUME_YIELDED && t->cancel_due) {
+    lua_sethook(co, cancel_hook, AR__HOOK_MASK, 1);
+    t->flags |= AR__TF_HOOKED;
+  }
+  t->nvals = 0;
+  t->kept = 0;
   t->state = AR__TASK_RUNNING;
-  status = lua_resume(co, L, nargs, &nres);
+  E->running = co;
+  int status = lua_resume(co, L, nargs, &nres);
+  E->running = NULL;
+  if (t->flags & AR__TF_HOOKED || E->interrupts) {
+    /* A hook that did not fire must not fire later, elsewhere. */
+    lua_sethook(co, NULL, 0, 0);
+    t->flags &= (uint8_t)~AR__TF_HOOKED;
+  }
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     if (t->state == AR__TASK_RUNNING) {
-      /* A bare coroutine.yield() inside a task: treated as sleep(0). */
-      t->droppable = 1;
+      /* A bare coroutine.yield() in the task: it runs again after the
+       * others, as after sleep(0); a cancellation meets it there. */
+      t->resume = AR__RESUME_YIELDED;
       t->state = AR__TASK_READY;
       ar__sched_push(E, t);
     }
     return;
   }
   if (status == LUA_OK) {
-    finish(t, AR__OUT_OK, nres);
+    finish(t, nres);
     return;
   }
-  int top = lua_gettop(L);
-  lua_checkstack(L, 4);
-  lua_pushcfunction(L, finish_error_p);
-  lua_pushlightuserdata(L, t);
-  lua_xmove(co, L, 1);
-  if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
-    int cancelled = lua_toboolean(L, -1);
-    finish(t, cancelled ? AR__OUT_CANCELLED : AR__OUT_ERROR, 3);
-  } else {
-    /* Out of memory while recording the failure: keep what we can. The
-     * dead thread still stands in the frame that raised, and its stack
-     * indices count from there: reset it (which also closes its pending
-     * <close> variables if finish_error_p did not get that far). And arm
-     * the report as finish_error_p would have: the handle stays on
-     * E->unretrieved, so its __gc must unlink it. Neither allocates. */
-    ar__thread_close(co, L);
-    lua_settop(co, 0);
-    lua_xmove(L, co, 1);
-    lua_pushnil(co);
-    lua_pushnil(co);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-    luaL_setmetatable(L, AR__TASK_FAILED_MT);
-    lua_pop(L, 1);
-    finish(t, AR__OUT_ERROR, 3);
-  }
-  lua_settop(L, top);
+  run_failed(t, status);
 }
 
-/* ---- results ----------------------------------------------------------- */
-
-static void retrieved(ar__task_t *t) {
-  t->retrieved = 1;
-  if (t->state == AR__TASK_DONE) ar__list_remove(&t->live);
-}
-
-/* A task cancelled before it started has no error object: make one. */
-static int push_never_started(lua_State *L, ar__task_t *t) {
-  if (t->outcome != AR__OUT_CANCELLED || t->nres != 0) return 0;
-  ar__error_push(L, "cancelled", "task %I was cancelled", t->id);
-  return 1;
-}
-
-int ar__task_push_results(lua_State *L, ar__task_t *t) {
-  lua_State *co = t->co;
-  if (push_never_started(L, t)) return lua_error(L);
-  int n = t->outcome == AR__OUT_OK ? t->nres : 1;
-  luaL_checkstack(L, n, "too many results");
-  if (!lua_checkstack(co, 1)) luaL_error(L, "not enough memory");
-  for (int i = 1; i <= n; i++) {
-    lua_pushvalue(co, i);
-    lua_xmove(co, L, 1);
-  }
-  if (t->outcome == AR__OUT_OK) return n;
-  retrieved(t);
-  return lua_error(L);
-}
-
-int ar__task_push_first(lua_State *L, ar__task_t *t) {
-  if (!lua_checkstack(t->co, 1)) luaL_error(L, "not enough memory");
-  if (push_never_started(L, t)) return t->outcome;
-  if (t->outcome == AR__OUT_OK && t->nres == 0) {
-    lua_pushnil(L);
-  } else {
-    lua_pushvalue(t->co, 1);
-    lua_xmove(t->co, L, 1);
-  }
-  if (t->outcome == AR__OUT_ERROR) retrieved(t);
-  return t->outcome;
-}
-
-/* ---- reporting unseen failures ----------------------------------------- */
-
-/* Protected: tostring may call a __tostring metamethod. */
-static int report_p(lua_State *L) {
+/* Runs with the error object of t on top of L (moved off the dead
+ * thread): closes the thread's pending <close> variables and leaves error,
+ * traceback and name as t's results. Protected: it allocates. */
+static int failed_p(lua_State *L) {
   ar__task_t *t = lua_touserdata(L, 1);
   lua_State *co = t->co;
-  if (!lua_checkstack(co, 3)) return 0;
-  lua_pushvalue(co, 1);
-  lua_pushvalue(co, 2);
-  lua_pushvalue(co, 3);
-  lua_xmove(co, L, 3); /* error, traceback, name */
-  const char *msg = luaL_tolstring(L, 2, NULL);
-  const char *tb = lua_tostring(L, 3);
-  if (lua_isstring(L, 4))
-    fprintf(stderr, "asyncrun: task %lld (%s) failed: %s\n%s\n",
-            (long long)t->id, lua_tostring(L, 4), msg, tb ? tb : "");
-  else
-    fprintf(stderr, "asyncrun: task %lld failed: %s\n%s\n", (long long)t->id,
-            msg, tb ? tb : "");
-  fflush(stderr);
+  luaL_traceback(L, co, NULL, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_getiuservalue(L, -1, 2);
+  lua_remove(L, -2);
+  ar__thread_close(co, L);
+  lua_settop(co, 0);
+  if (!lua_checkstack(co, 3)) return luaL_error(L, "not enough memory");
+  lua_xmove(L, co, 3);
   return 0;
 }
 
-void ar__task_report(lua_State *L, ar__task_t *t) {
-  retrieved(t);
-  int top = lua_gettop(L);
-  if (!lua_checkstack(L, 8)) return;
-  lua_pushcfunction(L, report_p);
-  lua_pushlightuserdata(L, t);
-  (void)lua_pcall(L, 1, 0, 0);
-  lua_settop(L, top);
-}
-
-void ar__task_report_all(ar_engine_t *E) {
-  while (!ar__list_empty(&E->unretrieved)) {
-    ar__task_t *t = ar__container_of(E->unretrieved.next, ar__task_t, live);
-    ar__task_report(E->L, t);
-  }
-}
-
-/* ---- the handle's methods ---------------------------------------------- */
-
-static void await_done_cb(ar__done_t *d, ar__task_t *finished) {
-  (void)finished;
-  ar__task_wake(ar__container_of(d, ar__task_t, done), 0, 1);
-}
-
-static void await_cancel(ar__task_t *self) {
-  ar__task_remove_done(&self->done);
-}
-
-static int await_k(lua_State *L, int status, lua_KContext ctx) {
+/* The trampoline itself failed (out of memory recording a failure, or an
+ * error in the message handler): keep what we can. */
+static void run_failed(ar__task_t *t, int status) {
+  ar_engine_t *E = t->E;
+  lua_State *L = E->L, *co = t->co;
   (void)status;
-  (void)ctx;
-  return ar__task_push_results(L, ar__task_check(L, 1));
-}
-
-/* t:await() -> the task's results, or raises its error. */
-static int task_await(lua_State *L) {
-  ar__task_t *target = ar__task_check(L, 1);
-  if (target->state == AR__TASK_DONE) return ar__task_push_results(L, target);
-  ar__task_t *self = ar__task_check_current(L, "await");
-  if (self == target) return luaL_error(L, "a task cannot await itself");
-  ar__task_add_done(target, &self->done, await_done_cb);
-  return ar__task_suspend(L, self, await_cancel, target, await_k, 0);
-}
-
-static int task_cancel(lua_State *L) {
-  ar__task_t *t = ar__task_check(L, 1);
-  int was = t->state != AR__TASK_DONE;
-  ar__task_cancel(t);
-  lua_pushboolean(L, was);
-  return 1;
-}
-
-static int task_done(lua_State *L) {
-  lua_pushboolean(L, ar__task_check(L, 1)->state == AR__TASK_DONE);
-  return 1;
-}
-
-static int task_cancelled(lua_State *L) {
-  lua_pushboolean(L, ar__task_check(L, 1)->outcome == AR__OUT_CANCELLED);
-  return 1;
-}
-
-/* t:result() -> like await for a finished task, without waiting: raises
- * an "invalid_state" error while the task runs. */
-static int task_result(lua_State *L) {
-  ar__task_t *t = ar__task_check(L, 1);
-  if (t->state != AR__TASK_DONE)
-    return ar__error_raise(L, "invalid_state", "task %I has not finished",
-                           t->id);
-  return ar__task_push_results(L, t);
-}
-
-static const char *state_name(const ar__task_t *t) {
-  static const char *const names[] = {"pending", "running", "waiting", "ready",
-                                      "done"};
-  if (t->state == AR__TASK_DONE) {
-    static const char *const outs[] = {"done", "done", "failed", "cancelled"};
-    return outs[t->outcome];
-  }
-  return names[t->state];
-}
-
-static int task_index(lua_State *L) {
-  ar__task_t *t = ar__task_check(L, 1);
-  const char *k = lua_tostring(L, 2);
-  if (k != NULL) {
-    if (strcmp(k, "id") == 0) {
-      lua_pushinteger(L, t->id);
-      return 1;
-    }
-    if (strcmp(k, "name") == 0) {
-      lua_getiuservalue(L, 1, 2);
-      return 1;
-    }
-    if (strcmp(k, "state") == 0) {
-      lua_pushstring(L, state_name(t));
-      return 1;
+  int top = lua_gettop(L);
+  t->cancelling = 0;
+  t->outcome = AR__OUT_ERROR;
+  if (lua_checkstack(L, 4)) {
+    lua_pushcfunction(L, failed_p);
+    lua_pushlightuserdata(L, t);
+    lua_xmove(co, L, 1);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_failed_ref);
+      lua_setmetatable(L, -2);
+      lua_settop(L, top);
+      finish(t, 3);
+      return;
     }
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  return 1;
+  /* Nothing can be recorded: close the thread, keep no values. Neither
+   * allocates. */
+  lua_settop(L, top);
+  ar__thread_close(co, L);
+  lua_settop(co, 0);
+  finish(t, 0);
 }
 
-static int task_newindex(lua_State *L) {
-  ar__task_check(L, 1);
-  const char *k = lua_tostring(L, 2);
-  if (k == NULL || strcmp(k, "name") != 0)
-    return luaL_error(L,
-                      "task field '%s' is read-only (only 'name' can be set)",
-                      k ? k : luaL_typename(L, 2));
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TSTRING);
-  lua_settop(L, 3);
-  lua_setiuservalue(L, 1, 2);
-  return 0;
-}
-
-static int task_tostring(lua_State *L) {
-  ar__task_t *t = ar__task_check(L, 1);
-  lua_getiuservalue(L, 1, 2);
-  if (lua_isstring(L, -1))
-    lua_pushfstring(L, "task %I (%s, %s)", t->id, lua_tostring(L, -1),
-                    state_name(t));
-  else
-    lua_pushfstring(L, "task %I (%s)", t->id, state_name(t));
-  return 1;
-}
-
-/* A failure nobody awaited is reported when its handle is collected (or
- * at the end of the run, whichever comes first), as asyncio does. */
-static int task_gc(lua_State *L) {
-  ar__task_t *t = lua_touserdata(L, 1);
-  if (t->state == AR__TASK_DONE && !ar__list_empty(&t->live))
-    ar__task_report(L, t);
-  return 0;
-}
-
-static const void *new_task_metatable(lua_State *L, const char *name,
-                                      int methods, int with_gc) {
-  luaL_newmetatable(L, name);
-  lua_pushvalue(L, methods);
-  lua_setfield(L, -2, "methods");
-  lua_pushcfunction(L, task_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, task_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, task_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushstring(L, AR__TASK_MT);
-  lua_setfield(L, -2, "__name");
-  if (with_gc) {
-    lua_pushcfunction(L, task_gc);
-    lua_setfield(L, -2, "__gc");
+/* Ends t where it stands: its wait released, its thread closed (which
+ * runs its pending <close> handlers; one that tries to wait fails, but
+ * may have linked itself first: that is undone too). */
+void ar__task_force_end(ar__task_t *t) {
+  ar_engine_t *E = t->E;
+  for (int pass = 0; pass < 2; pass++) {
+    if (t->cancel != NULL) {
+      ar__cancel_fn fn = t->cancel;
+      t->cancel = NULL;
+      (void)fn(t, t->wait_data);
+    }
+    ar__list_remove(&t->done.node);
+    ar__timer_stop(E, &t->timer);
+    if (pass == 0) ar__thread_close(t->co, E->L);
   }
-  const void *mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
-  return mt;
-}
-
-void ar__task_open(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"await", task_await},   {"cancel", task_cancel},
-      {"done", task_done},     {"cancelled", task_cancelled},
-      {"result", task_result}, {NULL, NULL}};
-  ar_engine_t *E = ar__engine_of(L);
-  luaL_newlib(L, methods);
-  E->task_mt = new_task_metatable(L, AR__TASK_MT, lua_gettop(L), 0);
-  E->task_failed_mt =
-      new_task_metatable(L, AR__TASK_FAILED_MT, lua_gettop(L), 1);
-  lua_pop(L, 1);
-  luaL_getmetatable(L, AR__TASK_MT);
-  E->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(t->co, 0);
+  t->wait_data = NULL;
+  t->k = NULL;
+  t->outcome = AR__OUT_CANCELLED;
+  t->state = AR__TASK_WAITING; /* finish asserts it was not done */
+  finish(t, 0);
 }

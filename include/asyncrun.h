@@ -199,6 +199,18 @@ AR_API int ar_engine_start_call(ar_engine_t *E, const char *name, int nargs,
  * root may still end otherwise if it catches the cancellation). */
 AR_API void ar_engine_stop(ar_engine_t *E);
 
+/* ar_engine_stop for signal handlers (async-signal-safe, on the loop's
+ * thread): it also interrupts Lua code that computes without waiting
+ * (`while true do end`), raising "cancelled" in it at its next step, as
+ * lua.c does for Ctrl-C; the stop itself happens on the loop right after.
+ * The CLI calls it on the first SIGINT or SIGTERM. */
+AR_API void ar_engine_interrupt(ar_engine_t *E);
+
+/* How many failed tasks were reported on stderr because nobody retrieved
+ * their error (await, gather, result...). The CLI exits 1 when it is not
+ * zero, as Node does. */
+AR_API int ar_engine_failures(ar_engine_t *E);
+
 /* ---- host asynchronous operations ----------------------------------------
  * A C function called by a script makes an op, starts the host's work and
  * returns ar_op_suspend(L, op): its task waits. Later, from a loop
@@ -219,6 +231,10 @@ typedef int (*ar_push_cb)(lua_State *L, void *data);
  * coroutine) or memory runs out. Between it and ar_op_suspend nothing may
  * raise. */
 AR_API ar_op_t *ar_op_new(lua_State *L, ar_op_cancel_cb cancel_cb, void *data);
+/* Forgets an op that its C function made but will not suspend on (it
+ * failed to start the work, say), completed or not. Only before
+ * ar_op_suspend; the op is then invalid. */
+AR_API void ar_op_drop(ar_op_t *op);
 /* Suspends the task on op: use as `return ar_op_suspend(L, op);`. If op
  * was already completed, returns its values (or raises its error) at once;
  * if a cancel is pending, cancel_cb runs and "cancelled" is raised. */

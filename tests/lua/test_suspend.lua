@@ -50,8 +50,8 @@ check.test("a wait that cannot yield raises and leaves nothing behind", function
   check.eq(s:value(), 1)
   other:cancel()
   check.raises("cancelled", other.await, other)
-  -- gather and wait_for, undone, cancel what they waited for, as they do
-  -- when they are cancelled
+  -- gather and wait_for refuse before they link or spawn anything: the
+  -- task they were given goes on untouched
   for _, wait in ipairs({ async.gather, async.wait_for }) do
     local target = async.spawn(function() async.sleep(10) end)
     async.sleep(0)
@@ -59,6 +59,8 @@ check.test("a wait that cannot yield raises and leaves nothing behind", function
       wait(wait == async.gather and { target } or target, nil); return a < b
     end)
     check.matches(e, "attempt to wait across a C%-call boundary")
+    check.eq(target.state, "waiting", "the target runs on")
+    target:cancel()
     check.raises("cancelled", target.await, target)
   end
 end)
