@@ -28,8 +28,8 @@
  * drops a poll error on the floor (the watcher stops, the connection
  * hangs). evt_t below has the same shape with those three fixed.
  *
- * Engine contact is gathered in the "engine glue" section, so the port
- * onto engine/module.h is a change of a few lines there. */
+ * The engine is reached through engine/module.h only; per-engine state
+ * (the open clients) comes from ar__module_open, closed by its hook. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,30 +38,15 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include "internal.h"
+#include "module.h"
 #include "modules.h"
 
 #define CLIENT_MT "asyncrun.redis"
 #define PIPE_MT "asyncrun.redis.pipeline"
-#define STATE_KEY "asyncrun.redis.state"
 
 #define BACKOFF_MIN 0.05 /* seconds before the first reconnection */
 #define BACKOFF_MAX 2.0
 #define ARGV_STACK 16
-
-/* ---- engine glue (to become engine/module.h calls) --------------------- */
-
-static void glue_handle_opened(ar_engine_t *E) { E->handles_open++; }
-static void glue_handle_closed(ar_engine_t *E) { ar__engine_handle_closed(E); }
-/* A woken call has effects (a command ran): its continuation must run even
- * if a cancellation arrives first (module.h: ar__task_wake_kept). */
-static void glue_wake_kept(ar__task_t *t) { ar__task_wake(t, 0, 0); }
-static ar_engine_t *glue_task_engine(ar__task_t *t) { return t->E; }
-/* Raises the error object on top of L with its position (ar__error_throw). */
-static int glue_throw(lua_State *L) {
-  ar__error_locate(L, 1);
-  return lua_error(L);
-}
 
 /* ---- records ----------------------------------------------------------- */
 
@@ -144,7 +129,7 @@ static void evt_close_cb(uv_handle_t *h) {
   evt_t *e = h->data;
   ar_engine_t *E = e->E;
   free(e);
-  glue_handle_closed(E);
+  ar__handle_closed(E);
 }
 
 static void evt_poll_cb(uv_poll_t *h, int status, int events) {
@@ -196,7 +181,7 @@ static int evt_attach(ar_engine_t *E, redisAsyncContext *ac, conn_t *k) {
     free(e);
     return -1;
   }
-  glue_handle_opened(E);
+  ar__handle_opened(E);
   e->poll.data = e;
   e->E = E;
   e->ac = ac;
@@ -222,7 +207,7 @@ static void call_wake(call_t *call) {
   if (call->task == NULL || call->woken) return;
   call->woken = 1;
   ar__timer_stop(call->c->E, &call->timer);
-  glue_wake_kept(call->task);
+  ar__task_wake_kept(call->task, 0);
 }
 
 /* Records the call's first error (without waking: for the running task). */
@@ -439,7 +424,7 @@ static void client_close(client_t *c) {
     blocking_free(ar__container_of(c->lent.next, conn_t, node));
   ar__task_t *t;
   while ((t = ar__waiters_shift(&c->pool_waiters)) != NULL)
-    glue_wake_kept(t);
+    ar__task_wake_kept(t, 0);
 }
 
 /* After close, and when no task can run its continuation any more (the
@@ -457,35 +442,27 @@ static void client_free(client_t *c) {
   free(c);
 }
 
-/* ---- per-engine state (ar__module_open with a close hook, once module.h
- * is implemented; until then a registry userdata whose __gc is the close
- * hook). Either order of finalizers works: the first closes the client,
+/* ---- per-engine state: the open clients, closed by the close hook when
+ * the engine is freed (every task has ended; Lua is not called). Either
+ * order with the clients' finalizers works: the first closes the client,
  * and only the client's own userdata frees it. */
 
-static void state_close(state_t *st) {
+static void state_close(ar_engine_t *E, void *data) {
+  (void)E;
+  state_t *st = data;
   while (!ar__list_empty(&st->clients))
     client_close(ar__container_of(st->clients.next, client_t, snode));
 }
 
-static int state_gc(lua_State *L) {
-  state_close(lua_touserdata(L, 1));
-  return 0;
-}
+static const ar__module_t redis_module = {.name = "async.redis",
+                                          .size = sizeof(state_t),
+                                          .stop = NULL,
+                                          .close = state_close};
 
 static state_t *state_of(lua_State *L) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) == LUA_TUSERDATA) {
-    state_t *st = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return st;
-  }
-  lua_pop(L, 1);
-  state_t *st = lua_newuserdatauv(L, sizeof *st, 0);
-  ar__list_init(&st->clients);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, state_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  state_t *st = ar__module_open(ar__engine_of(L), &redis_module);
+  if (st == NULL) luaL_error(L, "not enough memory");
+  if (st->clients.next == NULL) ar__list_init(&st->clients); /* zeroed */
   return st;
 }
 
@@ -645,19 +622,19 @@ static void blocking_give(client_t *c, conn_t *k, int reuse) {
     free(k);
   }
   ar__task_t *t = ar__waiters_shift(&c->pool_waiters);
-  if (t != NULL) glue_wake_kept(t);
+  if (t != NULL) ar__task_wake_kept(t, 0);
 }
 
-static void call_cancel(ar__task_t *t) {
-  call_t *call = t->wait_data;
+static int call_cancel(ar__task_t *t, void *data) {
+  (void)t;
+  call_t *call = data;
   conn_t *k = call->conn;
   client_t *c = call->c;
   call->conn = NULL;
   call_release(call); /* kept until hiredis drops the reply */
   if (k != NULL) blocking_give(c, k, 0);
+  return AR__CANCEL_DONE;
 }
-
-static void pool_cancel(ar__task_t *t) { ar__waiters_cancel(t); }
 
 /* Raises the error a finished call recorded (after releasing it). */
 static int raise_call_error(lua_State *L, call_t *call) {
@@ -666,7 +643,7 @@ static int raise_call_error(lua_State *L, call_t *call) {
                                                : "connection";
   ar__error_push(L, kind, "redis: %s", call->msg);
   call_release(call);
-  return glue_throw(L);
+  return ar__error_throw(L);
 }
 
 static int call_start(lua_State *L);
@@ -683,7 +660,7 @@ static int call_k(lua_State *L, int status, lua_KContext ctx) {
   if (r->type == REDIS_REPLY_ERROR) {
     push_redis_error(L, r);
     call_release(call);
-    return glue_throw(L);
+    return ar__error_throw(L);
   }
   push_reply(L, r, 1);
   call_release(call);
@@ -706,7 +683,7 @@ static int call_start(lua_State *L) {
     k = blocking_take(L, c);
     if (k == NULL) {
       ar__waiters_push(&c->pool_waiters, t);
-      return ar__task_suspend(L, t, pool_cancel, NULL, pool_k, 0);
+      return ar__task_suspend(L, t, ar__waiters_cancel, NULL, pool_k, 0);
     }
   }
   if (conn_ensure(k) != 0) {
@@ -772,7 +749,7 @@ static int pipe_done_k(lua_State *L, int status, lua_KContext ctx) {
     lua_setfield(L, -2, "index");
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "replies");
-    return glue_throw(L);
+    return ar__error_throw(L);
   }
   return 1;
 }
@@ -945,14 +922,14 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
                                             : call->msg);
     call_release(call);
     client_close(c);
-    return glue_throw(L);
+    return ar__error_throw(L);
   }
   redisReply *r = call->r[0];
   if (r->type == REDIS_REPLY_ERROR) {
     ar__error_push(L, "connection", "redis: %s", r->str);
     call_release(call);
     client_close(c);
-    return glue_throw(L);
+    return ar__error_throw(L);
   }
   call_release(call);
   lua_settop(L, 3);
@@ -975,7 +952,7 @@ static int l_connect(lua_State *L) {
   client_t *c = calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "not enough memory");
   *pc = c;
-  c->E = glue_task_engine(t);
+  c->E = ar__task_engine(t);
   c->connect_timeout = connect_timeout;
   c->timeout = timeout;
   c->pool = (int)pool;

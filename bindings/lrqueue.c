@@ -73,22 +73,35 @@ static int new_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/* Calls the local queue's constructor (upvalue 1) with maxsize at idx.
+ * The argument is checked here, as lqueue.c checks it, so that a misuse
+ * is reported against async.queue (the function the script called) rather
+ * than an anonymous one. */
+static int local_queue(lua_State *L, int idx, int arg) {
+  int given = !lua_isnoneornil(L, idx);
+  if (given) {
+    if (!lua_isinteger(L, idx)) {
+      if (idx == arg) luaL_checknumber(L, arg); /* its message, first */
+      return luaL_argerror(L, arg, "maxsize must be an integer >= 0");
+    }
+    if (lua_tointeger(L, idx) < 0)
+      return luaL_argerror(L, arg, "maxsize must be an integer >= 0");
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  if (given) lua_pushvalue(L, idx);
+  lua_call(L, given, 1);
+  return 1;
+}
+
 /* async.queue(maxsize) or async.queue{url = ..., ...}. Upvalue 1 is the
  * local queue's constructor. */
 static int queue_dispatch(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TTABLE) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
-  }
+  if (lua_type(L, 1) != LUA_TTABLE) return local_queue(L, 1, 1);
   lua_settop(L, 1);
   if (lua_getfield(L, 1, "url") == LUA_TNIL) {
     /* A table without url: the local queue, with its maxsize. */
-    lua_pushvalue(L, lua_upvalueindex(1));
     lua_getfield(L, 1, "maxsize");
-    lua_call(L, lua_isnil(L, -1) ? 0 : 1, 1);
-    return 1;
+    return local_queue(L, 3, 1);
   }
   lua_pop(L, 1);
   require_builtin(L, "async.redis.queue");
