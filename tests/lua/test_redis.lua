@@ -151,12 +151,14 @@ local function run()
   check.test("per-call timeout: kind timeout; late reply dropped", function()
     local c = redis.connect(server.url, { timeout = 0.1 })
     local t0 = async.now()
-    local e = check.raises("timeout", c.call, c, "EVAL", BUSY, 0, 300)
-    check.between(async.now() - t0, 0.09, 0.3, "elapsed")
+    local e = check.raises("timeout", c.call, c, "EVAL", BUSY, 0, 500)
+    check.between(async.now() - t0, 0.09, 0.45, "elapsed")
     check.matches(e.message, "timed out")
-    local queued = async.spawn(function() return c:call("ECHO", "queued") end)
-    async.sleep(0.3) -- the server is done with the script
-    check.raises("timeout", queued.await, queued) -- it waited behind it
+    -- queued behind the script: it times out too, or (on a slow machine)
+    -- gets its own reply, never the script's
+    local ok, r = pcall(c.call, c, "ECHO", "queued")
+    check.truthy((ok and r == "queued") or (not ok and r.kind == "timeout"), tostring(r))
+    async.sleep(0.6) -- the server is done with the script
     check.eq(c:call("ECHO", "next"), "next", "the late replies went to no one")
     c:close()
   end)

@@ -33,6 +33,7 @@ local function launch(self)
     "--daemonize no --logfile %s/redis.log --unixsocket %s/redis.sock",
     self.port, self.dir, self.dir, self.dir)
   if self.password then args = args .. " --requirepass " .. self.password end
+  os.remove(self.dir .. "/redis.log") -- judge this start by its own log
   -- `timeout` ends it even if the test dies without stopping it.
   sh(string.format("(timeout -s KILL %d redis-server %s & echo $! > %s/pid) ",
                    self.limit, args, self.dir))
@@ -82,18 +83,28 @@ function M.start(opts)
 end
 
 -- Stops the server abruptly (SIGKILL), as a crash would.
+-- Returns once the process (and its `timeout`) is gone, so that its port is
+-- free for a restart.
 function M:kill()
-  local pid = read(self.dir .. "/pid")
-  if pid then sh("pkill -KILL -P " .. pid:match("%d+")) sh("kill -KILL " .. pid:match("%d+")) end
-  for _ = 1, 50 do
-    if self:cli("PING") ~= "PONG" then break end
+  local pid = (read(self.dir .. "/pid") or ""):match("%d+")
+  if not pid then return end
+  sh("pkill -KILL -P " .. pid)
+  sh("kill -KILL " .. pid)
+  for _ = 1, 100 do
+    if not sh("kill -0 " .. pid) and not sh("pgrep -P " .. pid) then break end
     sh("sleep 0.05")
   end
 end
 
 -- Starts it again on the same port (after kill).
 function M:restart()
-  assert(launch(self), "redis-server did not restart")
+  for _ = 1, 3 do
+    if launch(self) then return end
+    self:kill()
+    sh("sleep 0.2")
+  end
+  local log = read(self.dir .. "/redis.log") or ""
+  error("redis-server did not restart: " .. log:sub(-300))
 end
 
 function M:stop()
