@@ -381,7 +381,7 @@ function M.new(opts)
     vis_ms = floor(vis * 1000 + 0.5), claim_every = vis / 2,
     next_claim = 0,
     max_deliveries = opt_number(opts, "max_deliveries", 5, 1),
-    batch = floor(opt_number(opts, "prefetch", 16, 1)),
+    batch = floor(opt_number(opts, "prefetch", 64, 1)),
     -- how often an idle consumer looks for close() and items to claim
     -- (its blocking read returns that often), and join() polls
     poll = poll,

@@ -1,6 +1,6 @@
 """rqueue: the same distributed queue with redis.asyncio: a Redis stream
 and a consumer group, 1 producer (this process, 16 tasks putting 1..N with
-XADD) and 3 worker processes (16 tasks each: XREADGROUP COUNT 16, then
+XADD) and 3 worker processes (16 tasks each: XREADGROUP COUNT 64, then
 XACK each item). The producer closes the queue with a key; a worker stops
 when it is set, nothing is left undelivered and nothing is pending. Prints
 sum=<total>."""
@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 import benchloop
 
-WORKERS, CONCURRENCY, BATCH = 3, 16, 16
+WORKERS, CONCURRENCY, BATCH = 3, 16, 64
 
 
 async def drained(r, name, group):
