@@ -259,7 +259,6 @@ local function run()
 end
 
 local ok, err = pcall(run)
-server:stop()
-secured:stop()
+servers.stop_all()
 if not ok then error(err, 0) end
 check.done()

@@ -284,6 +284,6 @@ for i = 1, nproc do
   local p = { pid = TMP .. "/p" .. i .. ".pid" }
   kill(p)
 end
-server:stop()
+servers.stop_all()
 if not ok then error(err, 0) end
 check.done()

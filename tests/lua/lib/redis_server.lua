@@ -5,8 +5,11 @@
 --   local server = require("redis_server").start{ password = "pw" }
 --   ... server.url ...
 --   server:stop()
+-- servers.stop_all() at the end of the file stops every server started
+-- (also those a failed case left running).
 local M = {}
 M.__index = M
+local started = {}
 
 local function sh(cmd)
   return os.execute(cmd .. " >/dev/null 2>&1")
@@ -75,6 +78,7 @@ function M.start(opts)
                                opts.password and (":" .. opts.password .. "@") or "",
                                self.port)
       self.socket = dir .. "/redis.sock"
+      started[#started + 1] = self
       return self
     end
     self:kill()
@@ -113,6 +117,10 @@ function M:stop()
   self:cli("SHUTDOWN", "NOSAVE")
   self:kill()
   sh("rm -rf " .. self.dir)
+end
+
+function M.stop_all()
+  for _, server in ipairs(started) do server:stop() end
 end
 
 return M
