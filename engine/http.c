@@ -38,6 +38,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -311,7 +312,7 @@ static void handle_closed(ar__http_t *H) {
     free(H);
   }
   /* Last: with a borrowed loop this may release the engine. */
-  ar__engine_handle_closed(E);
+  ar__handle_closed(E);
 }
 
 static void sock_close_cb(uv_handle_t *h) {
@@ -364,7 +365,7 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd, int owned) {
   }
   sock_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
-  if (uv_poll_init_socket(H->E->loop, &s->poll, fd) != 0) {
+  if (uv_poll_init_socket(ar_engine_loop(H->E), &s->poll, fd) != 0) {
     free(s);
     return NULL;
   }
@@ -382,7 +383,7 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd, int owned) {
   }
   H->socks[fd] = s;
   H->handles++;
-  H->E->handles_open++;
+  ar__handle_opened(H->E);
   return s;
 }
 
@@ -545,17 +546,18 @@ ar__http_t *ar__http_new(ar_engine_t *E) {
     free(H);
     return NULL;
   }
-  uv_timer_init(E->loop, &H->timer);
+  uv_timer_init(ar_engine_loop(E), &H->timer);
   H->timer.data = H;
   H->handles = 1;
-  E->handles_open++;
+  ar__handle_opened(E);
   return H;
 }
 
-/* Called from the registry anchor's __gc when the lua_State closes: by
- * then the scheduler has cancelled every task, so normally nothing is in
- * flight; whatever is gets cut off. The uv handles are closed here and H
- * is freed by the last close callback, which ar_engine_free waits for. */
+/* Called from async.http's close hook, before the lua_State closes: by
+ * then every task has ended, so normally nothing is in flight; whatever
+ * is gets cut off. The uv handles are closed here and H is freed by the
+ * last close callback, which ar_engine_free waits for: the finalizers of
+ * requests and sessions that run during lua_close still find H. */
 void ar__http_close(ar__http_t *H) {
   if (H == NULL || H->closing) return;
   H->closing = 1;
