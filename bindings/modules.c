@@ -4,9 +4,15 @@
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
-    {"async", luaopen_async},           {"async.http", luaopen_async_http},
-    {"async.fs", luaopen_async_fs},     {"cjson", luaopen_cjson},
-    {"cjson.safe", luaopen_cjson_safe}, {NULL, NULL},
+    {"async", luaopen_async},
+    {"async.http", luaopen_async_http},
+    {"async.json", luaopen_async_json},
+    {"async.fs", luaopen_async_fs},
+    {"async.process", luaopen_async_process},
+    {"async.net", luaopen_async_net},
+    {"cjson", luaopen_cjson},
+    {"cjson.safe", luaopen_cjson_safe},
+    {NULL, NULL},
 };
 
 /* Registers the built-in modules in package.preload. */
