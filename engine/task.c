@@ -256,8 +256,10 @@ ar__task_t *ar__task_check_suspendable(lua_State *L, const char *what) {
 
 static int suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
                    void *data, lua_KFunction k, lua_KContext ctx, int join) {
-  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
+  /* A thread closed by force runs its <close> handlers unyieldably, in
+   * whatever state it was left: that case raises before the checks. */
   if (!lua_isyieldable(L)) return raise_unyieldable(L, t, cancel, data);
+  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   t->cancelling = 0;
   t->flags = (uint8_t)((t->flags & ~AR__TF_JOIN) | (join ? AR__TF_JOIN : 0));
   t->wait_data = data;
@@ -287,8 +289,8 @@ int ar__task_suspend_join(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
 }
 
 int ar__task_yield(lua_State *L, ar__task_t *t) {
-  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   if (!lua_isyieldable(L)) return raise_unyieldable(L, t, NULL, NULL);
+  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   if (t->cancel_due) return ar__task_raise_cancelled(L);
   t->k = NULL;
   t->nvals = 0;
