@@ -597,14 +597,18 @@ static void run_failed(ar__task_t *t, int status) {
   int top = lua_gettop(L);
   t->cancelling = 0;
   t->outcome = AR__OUT_ERROR;
+  /* First arm the report, which allocates nothing: a failed task stays on
+   * E->unretrieved, so its handle must keep the finalizer that unlinks it
+   * whatever happens next. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_failed_ref);
+  lua_setmetatable(L, -2);
+  lua_settop(L, top);
   if (lua_checkstack(L, 4)) {
     lua_pushcfunction(L, failed_p);
     lua_pushlightuserdata(L, t);
     lua_xmove(co, L, 1);
     if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-      lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_failed_ref);
-      lua_setmetatable(L, -2);
       lua_settop(L, top);
       task_finish(t, 3);
       return;
