@@ -50,15 +50,29 @@ static void on_signal(int signum) {
   if (signal_engine != NULL) ar_engine_interrupt(signal_engine);
 }
 
-static void catch_signals(ar_engine_t *E) {
+/* Installed before anything else (a shell starts background jobs with
+ * SIGINT ignored, so a signal that came before would be lost); one that
+ * arrives before the engine exists is passed on once it does. */
+static void catch_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  signal_engine = E;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+}
+
+static void attach_signals(ar_engine_t *E) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  sigprocmask(SIG_BLOCK, &block, &old);
+  signal_engine = E;
+  int early = signal_first != 0;
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (early) ar_engine_interrupt(E);
 }
 
 /* Protected: arg = { [-n..-1] = interpreter and options, [0] = script,
@@ -163,6 +177,8 @@ int main(int argc, char **argv) {
   int script = 0, has_e = 0, has_v = 0, status = 0;
   int i;
 
+  catch_signals();
+
   /* First pass: validate options and find the script, as lua.c does. */
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -213,7 +229,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, PROGNAME ": cannot create engine: not enough memory\n");
     return 1;
   }
-  catch_signals(c.E);
+  attach_signals(c.E);
 
   lua_State *L = ar_engine_lua(c.E);
   lua_pushcfunction(L, build_arg_p);

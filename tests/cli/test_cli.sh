@@ -102,6 +102,8 @@ local t = async.spawn(function()
   end })
   async.sleep(60)
 end)
+async.sleep(0)
+print("ready"); io.stdout:flush()
 local ok, err = pcall(async.sleep, 60)
 print("main caught", err.kind)
 io.stdout:flush()
@@ -112,7 +114,8 @@ signal_test() {
   rm -f out.txt
   "$AR" sig.lua > out.txt 2>&1 &
   local pid=$!
-  sleep 0.3
+  local n=0
+  while ! grep -q "^ready$" out.txt 2>/dev/null && [ $n -lt 300 ]; do sleep 0.05; n=$((n + 1)); done
   kill -"$sig" "$pid"
   local t0=$SECONDS
   wait "$pid"; local status=$?
