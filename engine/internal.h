@@ -75,7 +75,7 @@ struct ar__task_s {
   uint8_t cancelling; /* the wait's cancel function ran and said WAIT */
   uint8_t flags;      /* AR__TF_* */
   uint16_t ncancels;  /* requests not withdrawn; saturates */
-  uint16_t code;      /* what the waker passed (ar__task_woken) */
+  int code;           /* what the waker passed (ar__task_woken) */
   int nvals;          /* waking: values on co to hand over; done:
                        * results at co[1..nvals] (failure: error,
                        * traceback, name) */

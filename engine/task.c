@@ -307,7 +307,7 @@ static void wake(ar__task_t *t, int code, int kept) {
   ar__list_remove(&t->done.node);
   t->cancel = NULL;
   t->wait_data = NULL;
-  t->code = (uint16_t)code;
+  t->code = code;
   /* A wait that was being cancelled ends with what it waited for: its
    * continuation must see it. So does a wait for other tasks woken before
    * a cancellation could be delivered: their results are values too. */
