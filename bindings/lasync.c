@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "module.h"
 #include "modules.h"
 #include "toolkit.h"
 
@@ -378,19 +378,25 @@ static int l_timestamp(lua_State *L) {
   return 1;
 }
 
-/* async.stats() -> live tasks, queued tasks, armed timers, Lua memory:
- * what tests use to prove nothing is left behind. */
+/* async.stats() -> live tasks, queued tasks, armed timers, Lua memory,
+ * open uv handles and requests: what tests use to prove nothing is left
+ * behind. */
 static int l_stats(lua_State *L) {
-  ar_engine_t *E = ar__engine_of(L);
-  lua_createtable(L, 0, 4);
-  lua_pushinteger(L, (lua_Integer)E->ntasks);
+  ar__engine_stats_t st;
+  ar__engine_stats(ar__engine_of(L), &st);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, (lua_Integer)st.tasks);
   lua_setfield(L, -2, "tasks");
-  lua_pushinteger(L, (lua_Integer)E->ready_len);
+  lua_pushinteger(L, (lua_Integer)st.ready);
   lua_setfield(L, -2, "ready");
-  lua_pushinteger(L, (lua_Integer)E->heap_len);
+  lua_pushinteger(L, (lua_Integer)st.timers);
   lua_setfield(L, -2, "timers");
-  lua_pushinteger(L, (lua_Integer)E->mem_used);
+  lua_pushinteger(L, (lua_Integer)st.memory);
   lua_setfield(L, -2, "memory");
+  lua_pushinteger(L, st.handles);
+  lua_setfield(L, -2, "handles");
+  lua_pushinteger(L, st.requests);
+  lua_setfield(L, -2, "requests");
   return 1;
 }
 

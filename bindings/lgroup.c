@@ -12,8 +12,8 @@
  * Children are watched through ar__done_t hooks kept in one small userdata
  * per child (a record), stored in the group's children table (user value
  * 1) so the collector keeps it, and the child's handle (the record's user
- * value), until reaped. A hook runs inside the engine's finish(), where
- * Lua must not be touched: it only moves the record from the live list to
+ * value), until reaped. A hook runs as the child ends, inside the scheduler,
+ * where Lua must not be touched: it only moves the record from the live list to
  * the ended list (mark), and code running in a task later reaps it (takes
  * the error of a failed child, drops the record).
  *
@@ -223,7 +223,7 @@ static int withdraw(group_t *g) {
 
 /* Stack of async.group while it runs: 1 body, 2 group, 3.. the body's
  * results (or its error, dropped). */
-static int finish(lua_State *L, group_t *g) {
+static int group_finish(lua_State *L, group_t *g) {
   g->phase = PHASE_CLOSED;
   reap(L, g, 2);
   /* Our own cancel of the body may still be pending if the body ended
@@ -266,7 +266,7 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx);
 /* Waits (again) until every child has ended, then finishes. */
 static int wait_loop(lua_State *L, group_t *g) {
   reap(L, g, 2);
-  if (g->nlive == 0) return finish(L, g);
+  if (g->nlive == 0) return group_finish(L, g);
   lua_pushcfunction(L, group_wait_c);
   lua_pushvalue(L, 2);
   return wait_k(L, lua_pcallk(L, 1, 0, 0, 0, wait_k), 0);

@@ -1,8 +1,14 @@
 /* asyncrun: the command line. A thin host on the public API, in the manner
  * of lua.c: it parses options, builds the `arg` table, runs -e chunks, -l
  * modules and the script, and maps the outcome to an exit status:
- *   0 success, 1 the script failed, 2 usage errors, 130 after Ctrl-C
- *   (143 after SIGTERM). */
+ *   0 success, 1 the script failed (or a task's failure was never
+ *   retrieved), 2 usage errors, 130 after Ctrl-C (143 after SIGTERM).
+ *
+ * Ctrl-C and SIGTERM are caught with sigaction, not through the loop: a
+ * script that computes without waiting never gives the loop a turn. The
+ * first one interrupts the running Lua code and stops the engine
+ * (ar_engine_interrupt); the second exits at once. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,19 +34,31 @@ static void usage(FILE *f) {
 
 struct cli {
   ar_engine_t *E;
-  uv_signal_t sigint, sigterm;
-  int signum; /* the first stop signal received, 0 if none */
 };
 
-static void signal_cb(uv_signal_t *h, int signum) {
-  struct cli *c = h->data;
-  if (c->signum != 0 && signum == SIGINT) {
+/* The signal handler's view: set before the handler is installed. */
+static ar_engine_t *volatile signal_engine;
+static volatile sig_atomic_t signal_first; /* 0 until the first signal */
+
+static void on_signal(int signum) {
+  if (signal_first != 0) {
     static const char msg[] = PROGNAME ": interrupted again, exiting now\n";
     (void)!write(2, msg, sizeof msg - 1);
-    _exit(130);
+    _exit(signal_first == SIGINT ? 130 : 128 + signal_first);
   }
-  if (c->signum == 0) c->signum = signum;
-  ar_engine_stop(c->E);
+  signal_first = signum;
+  if (signal_engine != NULL) ar_engine_interrupt(signal_engine);
+}
+
+static void catch_signals(ar_engine_t *E) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  signal_engine = E;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 }
 
 /* Protected: arg = { [-n..-1] = interpreter and options, [0] = script,
@@ -61,8 +79,9 @@ static int build_arg_p(lua_State *L) {
 static int report(struct cli *c, int rc) {
   /* After Ctrl-C the status says so, even if the script swallowed the
    * cancellation and ended normally. */
-  if (c->signum != 0) return c->signum == SIGINT ? 130 : 128 + c->signum;
-  if (rc == 0) return 0;
+  int sig = signal_first;
+  if (sig != 0) return sig == SIGINT ? 130 : 128 + sig;
+  if (rc == 0) return ar_engine_failures(c->E) > 0 ? 1 : 0;
   const char *msg = ar_engine_error(c->E);
   fprintf(stderr, PROGNAME ": %s\n", *msg ? msg : ar_strerror(rc));
   fflush(stderr);
@@ -71,6 +90,43 @@ static int report(struct cli *c, int rc) {
 
 static int run_string(struct cli *c, const char *code, const char *name) {
   return report(c, ar_engine_run_string(c->E, code, name));
+}
+
+/* Protected: puts the script's directory first in package.path, as Python
+ * does with sys.path[0], so a script requires its neighbours from any
+ * working directory. */
+static int script_dir_p(lua_State *L) {
+  const char *path = lua_touserdata(L, 1);
+  const char *slash = strrchr(path, '/');
+  if (slash == NULL) return 0; /* in the working directory: "./?.lua" */
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) return 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 0; i < 2; i++) {
+    luaL_addlstring(&b, path, (size_t)(slash - path) + 1);
+    luaL_addstring(&b, i == 0 ? "?.lua;" : "?/init.lua;");
+  }
+  lua_getfield(L, -2, "path");
+  if (lua_isstring(L, -1))
+    luaL_addvalue(&b);
+  else
+    lua_pop(L, 1);
+  luaL_pushresult(&b);
+  lua_setfield(L, -2, "path");
+  return 0;
+}
+
+static int search_script_dir(struct cli *c, const char *path) {
+  lua_State *L = ar_engine_lua(c->E);
+  lua_pushcfunction(L, script_dir_p);
+  lua_pushlightuserdata(L, (void *)path);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, PROGNAME ": %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
 }
 
 /* -l mod or -l g=mod */
@@ -157,15 +213,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, PROGNAME ": cannot create engine: not enough memory\n");
     return 1;
   }
-  uv_loop_t *loop = ar_engine_loop(c.E);
-  uv_signal_init(loop, &c.sigint);
-  uv_signal_init(loop, &c.sigterm);
-  c.sigint.data = c.sigterm.data = &c;
-  uv_signal_start(&c.sigint, signal_cb, SIGINT);
-  uv_signal_start(&c.sigterm, signal_cb, SIGTERM);
-  /* Signals never keep the loop alive on their own. */
-  uv_unref((uv_handle_t *)&c.sigint);
-  uv_unref((uv_handle_t *)&c.sigterm);
+  catch_signals(c.E);
 
   lua_State *L = ar_engine_lua(c.E);
   lua_pushcfunction(L, build_arg_p);
@@ -192,6 +240,7 @@ int main(int argc, char **argv) {
   }
   if (status == 0 && (script || (!has_e && !has_v))) {
     const char *path = script ? argv[script] : "-";
+    if (script && (status = search_script_dir(&c, path)) != 0) goto done;
     int nargs = script ? argc - script - 1 : 0;
     status =
         report(&c, ar_engine_run_file(c.E, path, nargs,
@@ -199,8 +248,7 @@ int main(int argc, char **argv) {
   }
 
 done:
-  uv_close((uv_handle_t *)&c.sigint, NULL);
-  uv_close((uv_handle_t *)&c.sigterm, NULL);
+  signal_engine = NULL;
   ar_engine_free(c.E);
   return status;
 }

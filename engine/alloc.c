@@ -9,12 +9,24 @@
  * to malloc.
  *
  * Memory stays in the pool for reuse until the engine is freed. The pool is
- * per engine, so engines on different threads share nothing. Sanitizer
- * builds define AR_NO_POOL so that ASan sees every block. */
+ * per engine, so engines on different threads share nothing. Under
+ * AddressSanitizer the pool poisons what is not handed out (the unused
+ * rest of a chunk, free blocks, the tail of a block past its size), so the
+ * sanitizer runs check the allocator that users run. AR_NO_POOL still
+ * builds a malloc-only engine, for comparisons. */
 #include <string.h>
 #include <sys/mman.h>
 
 #include "internal.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 #ifndef AR_NO_POOL
 #define CHUNK_SIZE ((size_t)2 << 20)
@@ -40,6 +52,7 @@ static void *chunk_new(ar__pool_t *p) {
   p->chunks = start;
   p->bump = start + 16;
   p->end = end;
+  POISON(p->bump, (size_t)(end - p->bump));
   return start;
 }
 
@@ -47,20 +60,25 @@ static void *small_alloc(ar__pool_t *p, size_t n) {
   size_t c = CLASS(n);
   void *b = p->free[c];
   if (b != NULL) {
+    UNPOISON(b, sizeof(void *));
     p->free[c] = *(void **)b;
+    UNPOISON(b, n);
     return b;
   }
   size_t size = c << 4;
   if ((size_t)(p->end - p->bump) < size && chunk_new(p) == NULL) return NULL;
   b = p->bump;
   p->bump += size;
+  UNPOISON(b, n);
   return b;
 }
 
 static void small_free(ar__pool_t *p, void *b, size_t n) {
   size_t c = CLASS(n);
+  UNPOISON(b, sizeof(void *));
   *(void **)b = p->free[c];
   p->free[c] = b;
+  POISON(b, c << 4);
 }
 
 #endif
@@ -86,7 +104,11 @@ void *ar__pool_realloc(ar__pool_t *p, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (ptr == NULL) return nsmall ? small_alloc(p, nsize) : malloc(nsize);
-  if (osmall && nsmall && CLASS(osize) == CLASS(nsize)) return ptr;
+  if (osmall && nsmall && CLASS(osize) == CLASS(nsize)) {
+    POISON(ptr, CLASS(osize) << 4);
+    UNPOISON(ptr, nsize);
+    return ptr;
+  }
   if (!osmall && !nsmall) return realloc(ptr, nsize);
   void *q = nsmall ? small_alloc(p, nsize) : malloc(nsize);
   if (q == NULL) {
@@ -109,6 +131,7 @@ void ar__pool_close(ar__pool_t *p) {
 #ifndef AR_NO_POOL
   while (p->chunks != NULL) {
     void *next = *(void **)p->chunks;
+    UNPOISON(p->chunks, CHUNK_SIZE); /* the mapping may be reused */
     munmap(p->chunks, CHUNK_SIZE);
     p->chunks = next;
   }

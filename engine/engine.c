@@ -102,6 +102,7 @@ static void release(ar_engine_t *E) {
     assert(rc == 0);
     if (rc != 0) return;
   }
+  ar__modules_free(E);
   free(E->ready);
   free(E->heap);
   free(E->dfs);
@@ -128,6 +129,15 @@ static void interrupt_cb(uv_async_t *h) {
   ar_engine_t *E = h->data;
   E->interrupts = 0;
   ar_engine_stop(E);
+}
+
+void ar__engine_stats(ar_engine_t *E, ar__engine_stats_t *st) {
+  st->tasks = E->ntasks;
+  st->ready = E->ready_len;
+  st->timers = E->heap_len;
+  st->memory = E->mem_used;
+  st->handles = E->handles_open;
+  st->requests = E->reqs_open;
 }
 
 int ar_engine_failures(ar_engine_t *E) {

@@ -154,7 +154,6 @@ void ar__error_push_text(lua_State *L, int idx);
 /* Sets `where` on the engine error at the top of L if it has none. */
 void ar__error_locate(lua_State *L, int level);
 void ar__error_open(lua_State *L);
-int ar__error_new_lua(lua_State *L); /* async.error(kind, message, fields) */
 
 void ar__engine_bind(lua_State *L, ar_engine_t *E);
 
@@ -179,10 +178,6 @@ struct ar_config_s {
  * the config denies. Raises on memory errors. */
 void ar__config_open(lua_State *L, const ar_config_t *cfg,
                      void (*preload)(lua_State *L));
-/* Creates an engine whose Lua state gets preload's modules (the public
- * ar_engine_new, in bindings/modules.c, passes the built-in ones). */
-ar_engine_t *ar__engine_new(const ar_config_t *cfg,
-                            void (*preload)(lua_State *L));
 
 /* Where a run is (run.c):
  *   IDLE --start--> RUNNING --root ends, or deadlock--> SETTLING
@@ -208,7 +203,9 @@ void ar__engine_close_cb(uv_handle_t *h);
 /* Runs the modules' stop hooks (once per stop), then their close hooks
  * (ar_engine_free), newest first. */
 void ar__modules_stop(ar_engine_t *E);
+void ar__modules_restart(ar_engine_t *E); /* a new run: stop hooks again */
 void ar__modules_close(ar_engine_t *E);
+void ar__modules_free(ar_engine_t *E); /* when the engine's memory goes */
 /* Frees ops that were never suspended (a host that broke the contract). */
 void ar__op_free_all(ar_engine_t *E);
 /* Replaces the engine's last message. */

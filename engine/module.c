@@ -74,12 +74,23 @@ void ar__modules_stop(ar_engine_t *E) {
   }
 }
 
-/* Newest first: a module opened later may use one opened earlier. */
+void ar__modules_restart(ar_engine_t *E) {
+  for (struct ar__modstate_s *s = E->modules; s != NULL; s = s->next)
+    s->stopped = 0;
+}
+
+/* Newest first: a module opened later may use one opened earlier. The
+ * states stay allocated until the engine's memory goes (ar__modules_free):
+ * handles embedded in them close later. */
 void ar__modules_close(ar_engine_t *E) {
+  for (struct ar__modstate_s *s = E->modules; s != NULL; s = s->next)
+    if (s->m->close != NULL) s->m->close(E, s->state);
+}
+
+void ar__modules_free(ar_engine_t *E) {
   while (E->modules != NULL) {
     struct ar__modstate_s *s = E->modules;
     E->modules = s->next;
-    if (s->m->close != NULL) s->m->close(E, s->state);
     free(s);
   }
 }

@@ -35,10 +35,13 @@
  *    behind an ar__work_t. A cancelled task resumes at once; the request
  *    becomes an orphan that its callback frees.
  * 6. Teardown. Per-engine module state comes from ar__module_open; its
- *    stop hook runs when the engine is asked to stop (before tasks are
- *    cancelled), its close hook when the engine is freed, after every
- *    task has ended and before lua_close, in reverse order of opening.
- *    Nothing relies on the order in which finalizers run. */
+ *    stop hook runs once per run when the engine is asked to stop (the
+ *    run ends, ar_engine_stop, the first Ctrl-C), before tasks are
+ *    cancelled; its close hook when the engine is freed, after every task
+ *    has ended and before lua_close, in reverse order of opening. The
+ *    state's memory lasts until the engine's own, so handles embedded in
+ *    it may finish closing later. Nothing relies on the order in which
+ *    finalizers run. */
 #ifndef AR_MODULE_H
 #define AR_MODULE_H
 
@@ -61,6 +64,21 @@ typedef struct ar__done_s ar__done_t;
 /* The engine that owns L (any thread of it). */
 ar_engine_t *ar__engine_of(lua_State *L);
 /* Its loop: ar_engine_loop(E) (include/asyncrun.h). */
+
+typedef struct {
+  size_t tasks;          /* live */
+  size_t ready;          /* queued for the driver */
+  size_t timers;         /* armed deadlines */
+  size_t memory;         /* bytes of Lua memory */
+  int handles, requests; /* uv handles and requests not yet closed */
+} ar__engine_stats_t;
+void ar__engine_stats(ar_engine_t *E, ar__engine_stats_t *st);
+
+/* The library's constructor (ar_engine_new, bindings/modules.c) makes an
+ * engine whose Lua state gets the built-in modules from preload: the
+ * engine itself knows no module. */
+ar_engine_t *ar__engine_new(const ar_config_t *cfg,
+                            void (*preload)(lua_State *L));
 
 /* ---- tasks ------------------------------------------------------------- */
 
@@ -256,8 +274,9 @@ ar__task_t *ar__work_finish(ar__work_t *w);
 typedef struct {
   const char *name;
   size_t size; /* of the state, allocated zeroed */
-  /* The engine is asked to stop (ar_engine_stop, the first Ctrl-C),
-   * before its tasks are cancelled: stop accepting work. May be NULL. */
+  /* The engine is asked to stop (the run ends, ar_engine_stop, the
+   * first Ctrl-C), before its tasks are cancelled: stop accepting work.
+   * Once per run. May be NULL. */
   void (*stop)(ar_engine_t *E, void *state);
   /* The engine is being freed: every task has ended, Lua is still open
    * but must not be called. Close the module's handles (their close
@@ -280,6 +299,8 @@ void ar__error_push(lua_State *L, const char *kind, const char *fmt, ...);
 int ar__error_raise(lua_State *L, const char *kind, const char *fmt, ...);
 /* Raises the error object on top of L, setting its `where`. */
 int ar__error_throw(lua_State *L);
+/* async.error(kind, message [, fields]): the Lua constructor. */
+int ar__error_new_lua(lua_State *L);
 /* If the value at idx is an engine error of that kind (NULL: any). */
 int ar__error_is(lua_State *L, int idx, const char *kind);
 

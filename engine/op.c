@@ -181,7 +181,7 @@ static int push_p(lua_State *L) {
   return 0;
 }
 
-static int complete(ar_op_t *op, struct push *p, int raise) {
+static int op_complete(ar_op_t *op, struct push *p, int raise) {
   if (op == NULL) return AR_EINVAL;
   if (op->state == OP_CANCELLING) return AR_ECANCELLED;
   if (op->state == OP_EARLY) return AR_EINVAL; /* completed twice */
@@ -229,7 +229,7 @@ static int complete(ar_op_t *op, struct push *p, int raise) {
 int ar_op_resolve(ar_op_t *op, ar_push_cb push, void *data) {
   if (push == NULL) return AR_EINVAL;
   struct push p = {.cb = push, .data = data};
-  return complete(op, &p, 0);
+  return op_complete(op, &p, 0);
 }
 
 int ar_op_resolve_values(ar_op_t *op, const char *fmt, ...) {
@@ -237,12 +237,12 @@ int ar_op_resolve_values(ar_op_t *op, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   struct push p = {.fmt = fmt, .ap = &ap};
-  int rc = complete(op, &p, 0);
+  int rc = op_complete(op, &p, 0);
   va_end(ap);
   return rc;
 }
 
 int ar_op_reject(ar_op_t *op, const char *kind, const char *message) {
   struct push p = {.kind = kind, .message = message};
-  return complete(op, &p, 1);
+  return op_complete(op, &p, 1);
 }

@@ -99,6 +99,7 @@ static int begin(ar_engine_t *E, struct start *s, int nargs) {
     return AR_ENOMEM;
   }
   E->stopping = 0;
+  ar__modules_restart(E);
   E->root_ref = LUA_NOREF;
   s->nargs = nargs;
   s->rc = 0;
@@ -358,8 +359,8 @@ int ar_engine_call(ar_engine_t *E, const char *name, int nargs) {
   return run_blocking(E, &s, nargs, 1);
 }
 
-static int start(ar_engine_t *E, struct start *s, int nargs, ar_done_cb cb,
-                 void *data) {
+static int run_start(ar_engine_t *E, struct start *s, int nargs, ar_done_cb cb,
+                     void *data) {
   int rc = begin(E, s, nargs);
   if (rc != 0) return rc;
   E->done_cb = cb;
@@ -373,7 +374,7 @@ int ar_engine_start_file(ar_engine_t *E, const char *path, int argc,
       (argc > 0 && argv == NULL))
     return AR_EINVAL;
   struct start s = {.path = path, .argc = argc, .argv = argv};
-  return start(E, &s, 0, cb, data);
+  return run_start(E, &s, 0, cb, data);
 }
 
 int ar_engine_start_string(ar_engine_t *E, const char *code,
@@ -381,7 +382,7 @@ int ar_engine_start_string(ar_engine_t *E, const char *code,
   if (E == NULL || E->L == NULL || code == NULL) return AR_EINVAL;
   struct start s = {.code = code,
                     .chunkname = chunkname ? chunkname : "=(string)"};
-  return start(E, &s, 0, cb, data);
+  return run_start(E, &s, 0, cb, data);
 }
 
 int ar_engine_start_call(ar_engine_t *E, const char *name, int nargs,
@@ -390,5 +391,5 @@ int ar_engine_start_call(ar_engine_t *E, const char *name, int nargs,
       lua_gettop(E->L) < nargs)
     return AR_EINVAL;
   struct start s = {.fname = name};
-  return start(E, &s, nargs, cb, data);
+  return run_start(E, &s, nargs, cb, data);
 }

@@ -13,7 +13,7 @@
 
 /* Scripts run here, so the memory cap applies (see l_alloc). After the
  * drain, outside any task, the run in progress may move on. */
-static void drain(ar_engine_t *E) {
+static void sched_drain(ar_engine_t *E) {
   size_t n = E->ready_len;
   E->mem_armed++;
   while (n-- > 0 && E->ready_len > 0) {
@@ -27,8 +27,8 @@ static void drain(ar_engine_t *E) {
   ar__engine_watch(E);
 }
 
-static void prepare_cb(uv_prepare_t *h) { drain(h->data); }
-static void check_cb(uv_check_t *h) { drain(h->data); }
+static void prepare_cb(uv_prepare_t *h) { sched_drain(h->data); }
+static void check_cb(uv_check_t *h) { sched_drain(h->data); }
 static void idle_cb(uv_idle_t *h) { (void)h; }
 
 int ar__sched_init(ar_engine_t *E) {

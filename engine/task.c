@@ -307,8 +307,9 @@ static void wake(ar__task_t *t, int code, int kept) {
   t->wait_data = NULL;
   t->code = (uint16_t)code;
   /* A wait that was being cancelled ends with what it waited for: its
-   * continuation must see it. */
-  t->kept = (uint8_t)(kept || t->cancelling);
+   * continuation must see it. So does a wait for other tasks woken before
+   * a cancellation could be delivered: their results are values too. */
+  t->kept = (uint8_t)(kept || t->cancelling || (t->flags & AR__TF_JOIN));
   t->resume = AR__RESUME_VALUES;
   t->state = AR__TASK_READY;
   ar__sched_push(t->E, t);
@@ -433,7 +434,7 @@ int ar__join_would_cycle(ar__task_t *self, ar__task_t *inner) {
 
 /* ---- the driver's side ------------------------------------------------- */
 
-static void finish(ar__task_t *t, int nres) {
+static void task_finish(ar__task_t *t, int nres) {
   ar_engine_t *E = t->E;
   assert(t->state != AR__TASK_DONE && ar__list_empty(&t->done.node));
   assert(t->cancel == NULL && !ar__timer_active(&t->timer));
@@ -515,7 +516,7 @@ void ar__task_run(ar__task_t *t) {
     if (t->cancel_due) { /* never started: its body never runs */
       lua_settop(co, 0);
       t->outcome = AR__OUT_CANCELLED;
-      finish(t, 0);
+      task_finish(t, 0);
       return;
     }
     nargs = t->nvals; /* the body and its arguments, above task_body */
@@ -562,7 +563,7 @@ void ar__task_run(ar__task_t *t) {
     return;
   }
   if (status == LUA_OK) {
-    finish(t, nres);
+    task_finish(t, nres);
     return;
   }
   run_failed(t, status);
@@ -603,7 +604,7 @@ static void run_failed(ar__task_t *t, int status) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_failed_ref);
       lua_setmetatable(L, -2);
       lua_settop(L, top);
-      finish(t, 3);
+      task_finish(t, 3);
       return;
     }
   }
@@ -612,7 +613,7 @@ static void run_failed(ar__task_t *t, int status) {
   lua_settop(L, top);
   ar__thread_close(co, L);
   lua_settop(co, 0);
-  finish(t, 0);
+  task_finish(t, 0);
 }
 
 /* Ends t where it stands: its wait released, its thread closed (which
@@ -635,5 +636,5 @@ void ar__task_force_end(ar__task_t *t) {
   t->k = NULL;
   t->outcome = AR__OUT_CANCELLED;
   t->state = AR__TASK_WAITING; /* finish asserts it was not done */
-  finish(t, 0);
+  task_finish(t, 0);
 }

@@ -38,10 +38,16 @@ void ar__task_mark_retrieved(ar__task_t *t) {
 void ar__task_push_cancelled(lua_State *L, ar__task_t *t) {
   ar_engine_t *E = t->E;
   luaL_checkstack(L, 6, NULL);
-  int top = lua_gettop(L);
+  int top = lua_gettop(L), handle = 0;
   const char *name = NULL, *msg = NULL;
-  if (t->ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  /* An ended task has no anchor: the caller has its handle at hand. */
+  for (int i = top; i >= 1 && handle == 0 && t->ref == LUA_NOREF; i--)
+    if (lua_touserdata(L, i) == t) handle = i;
+  if (t->ref != LUA_NOREF || handle != 0) {
+    if (handle != 0)
+      lua_pushvalue(L, handle);
+    else
+      lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
     lua_getiuservalue(L, -1, 2);
     name = lua_tostring(L, -1);
     if (t->flags & AR__TF_MSG) {
@@ -216,9 +222,23 @@ void ar__task_describe(ar__task_t *t, char *buf, size_t len) {
     lua_getiuservalue(L, -1, 2);
     name = lua_tostring(L, -1);
   }
-  if (lua_getstack(co, 0, &ar) && lua_getinfo(co, "n", &ar) && ar.name) {
-    fn = ar.name;
-    what = ar.namewhat;
+  char on[120] = "";
+  if (lua_getstack(co, 0, &ar)) {
+    if (lua_getinfo(co, "n", &ar) && ar.name) {
+      fn = ar.name;
+      what = ar.namewhat;
+    }
+    /* What it waits on: the waiting call's first argument (the queue, the
+     * event, the task awaited). */
+    if (t->state == AR__TASK_WAITING && lua_checkstack(co, 1) &&
+        lua_getlocal(co, &ar, 1) != NULL) {
+      int ty = lua_type(co, -1);
+      lua_xmove(co, L, 1);
+      if (ty == LUA_TTABLE || ty == LUA_TUSERDATA) {
+        ar__error_push_text(L, -1);
+        snprintf(on, sizeof on, " on %s", lua_tostring(L, -1));
+      }
+    }
   }
   for (int level = 1; lua_getstack(co, level, &ar); level++) {
     if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0) {
@@ -233,9 +253,9 @@ void ar__task_describe(ar__task_t *t, char *buf, size_t len) {
     snprintf(buf, len, "task %lld%s%s%s %s", (long long)t->id, name ? " (" : "",
              name ? name : "", name ? ")" : "", state);
   else
-    snprintf(buf, len, "task %lld%s%s%s %s %s%s'%s'%s", (long long)t->id,
+    snprintf(buf, len, "task %lld%s%s%s %s %s%s'%s'%s%s", (long long)t->id,
              name ? " (" : "", name ? name : "", name ? ")" : "", state, what,
-             *what ? " " : "", fn, where);
+             *what ? " " : "", fn, on, where);
   lua_settop(L, top);
 }
 
@@ -434,11 +454,17 @@ static int guarded_co_call(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   if (co != NULL) {
     ar__task_t *t = *(ar__task_t **)lua_getextraspace(co);
-    if (t != NULL && t->co == co)
-      return luaL_error(L,
-                        "cannot %s the thread of task %I: it belongs to the "
-                        "scheduler (use t:await() or t:cancel())",
-                        lua_tostring(L, lua_upvalueindex(2)), t->id);
+    if (t != NULL && t->co == co) {
+      const char *what = lua_tostring(L, lua_upvalueindex(2));
+      lua_pushfstring(L,
+                      "cannot %s the thread of task %I: it belongs to the "
+                      "scheduler (use t:await() or t:cancel())",
+                      what, t->id);
+      if (strcmp(what, "close") == 0) return lua_error(L);
+      lua_pushboolean(L, 0); /* as resume reports a dead coroutine */
+      lua_insert(L, -2);
+      return 2;
+    }
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

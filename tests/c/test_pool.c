@@ -56,6 +56,27 @@ static void test_reuse(void) {
 }
 #endif
 
+#if defined(__SANITIZE_ADDRESS__) && !defined(AR_NO_POOL)
+#include <sanitizer/asan_interface.h>
+/* Under ASan the pool hides what it has not handed out: the tail of a
+ * block past its size, a freed block, the rest of a chunk. */
+static void test_poison(void) {
+  ar__pool_t p = {0};
+  char *x = ar__pool_realloc(&p, NULL, 0, 40); /* a 48-byte class */
+  CHECK(!__asan_address_is_poisoned(x + 39));
+  CHECK(__asan_address_is_poisoned(x + 40));
+  CHECK(__asan_address_is_poisoned(x + 48)); /* the unused rest */
+  x = ar__pool_realloc(&p, x, 40, 47);       /* same class: grows in place */
+  CHECK(!__asan_address_is_poisoned(x + 46));
+  ar__pool_realloc(&p, x, 47, 0);
+  CHECK(__asan_address_is_poisoned(x));
+  CHECK(__asan_address_is_poisoned(x + 8));
+  char *y = ar__pool_realloc(&p, NULL, 0, 33); /* the same block again */
+  CHECK(y == x && !__asan_address_is_poisoned(y + 32));
+  ar__pool_close(&p);
+}
+#endif
+
 /* Many blocks of random sizes, resized and freed at random, each checked. */
 #define NB 20000
 static unsigned char *blk[NB];
@@ -86,6 +107,9 @@ static void test_random(void) {
 }
 
 int main(void) {
+#if defined(__SANITIZE_ADDRESS__) && !defined(AR_NO_POOL)
+  test_poison();
+#endif
   test_semantics();
 #ifndef AR_NO_POOL
   test_reuse();
