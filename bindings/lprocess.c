@@ -40,8 +40,12 @@
 extern char **environ;
 
 typedef struct proc_s {
-  uv_poll_t h; /* on the child's pidfd: readable once it has exited */
-  int pidfd;
+  union {
+    uv_handle_t handle;
+    uv_poll_t poll;       /* on the child's pidfd: readable once it exited */
+    uv_process_t process; /* without pidfds: libuv's uv_spawn */
+  } h;
+  int pidfd; /* or -1 */
   ar_engine_t *E;
   ar__list_t node; /* in the module's list while the handle is open */
   int refs;        /* the open handle, and the box */
@@ -63,6 +67,7 @@ typedef struct proc_s {
 
 typedef struct {
   ar__list_t live;
+  int pidfd_ok; /* pidfd_open works here (not under valgrind 3.19, say) */
 } state_t;
 
 static void state_close(ar_engine_t *E, void *data);
@@ -142,9 +147,29 @@ static void io_notify(ar__stream_t *s, void *data) {
 
 static void handle_close_cb(uv_handle_t *h) {
   proc_t *p = h->data;
-  close(p->pidfd);
+  if (p->pidfd >= 0) close(p->pidfd);
   ar__handle_closed(p->E);
   proc_unref(p);
+}
+
+/* The child has exited and been reaped. */
+static void exited(proc_t *p, int64_t status, int term_signal) {
+  p->exited = 1;
+  p->status = status;
+  p->term_signal = term_signal;
+  if (!p->engine_closed) {
+    ar__timer_stop(p->E, &p->kill_timer);
+    ar__task_t *t;
+    while ((t = ar__waiters_shift(&p->waiters)) != NULL)
+      ar__task_wake(t, 0);
+    exec_check(p);
+  }
+  ar__list_remove(&p->node);
+  uv_close(&p->h.handle, handle_close_cb);
+}
+
+static void process_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
+  exited(h->data, status, term_signal);
 }
 
 /* The pidfd is readable: the child has exited. Reap it (only this pid:
@@ -160,24 +185,13 @@ static void exit_cb(uv_poll_t *h, int status, int events) {
     rc = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG);
   while (rc == -1 && errno == EINTR);
   if (rc == 0 && si.si_pid == 0) return; /* not yet */
-  uv_poll_stop(&p->h);
-  p->exited = 1;
-  if (rc == 0 && si.si_code == CLD_EXITED) {
-    p->status = si.si_status;
-  } else if (rc == 0) {
-    p->term_signal = si.si_status;
-  } else { /* reaped by someone else (SIGCHLD ignored, say): status lost */
-    p->status = -1;
-  }
-  if (!p->engine_closed) {
-    ar__timer_stop(p->E, &p->kill_timer);
-    ar__task_t *t;
-    while ((t = ar__waiters_shift(&p->waiters)) != NULL)
-      ar__task_wake(t, 0);
-    exec_check(p);
-  }
-  ar__list_remove(&p->node);
-  uv_close((uv_handle_t *)&p->h, handle_close_cb);
+  uv_poll_stop(&p->h.poll);
+  if (rc == 0 && si.si_code == CLD_EXITED)
+    exited(p, si.si_status, 0);
+  else if (rc == 0)
+    exited(p, 0, si.si_status);
+  else /* reaped by someone else (SIGCHLD ignored, say): status lost */
+    exited(p, -1, 0);
 }
 
 static void kill_timer_cb(ar__timer_t *tm) {
@@ -438,6 +452,56 @@ static int reap_now(int pid, int err) {
   return err;
 }
 
+static int raise_spawn(lua_State *L, const char *prog, const char *cwd,
+                       int err);
+static void io_start(proc_t *p, int exec);
+
+/* Where pidfds are missing: libuv's uv_spawn, over pipes it creates (the
+ * streams in p->io are initialized, not open). Same contract as start. */
+static proc_t *spawn_uv(lua_State *L, state_t *st, proc_t *p, char **argv,
+                        char **env, const opts_t *o, int exec, proc_t **boxp) {
+  ar_engine_t *E = p->E;
+  uv_stdio_container_t stdio[3];
+  for (int fd = 0; fd < 3; fd++) {
+    if (p->io[fd] != NULL) {
+      stdio[fd].flags =
+          UV_CREATE_PIPE | (fd == 0 ? UV_READABLE_PIPE : UV_WRITABLE_PIPE);
+      stdio[fd].data.stream = &p->io[fd]->u.stream;
+    } else if (o->io[fd] == IO_INHERIT) {
+      stdio[fd].flags = UV_INHERIT_FD;
+      stdio[fd].data.fd = fd;
+    } else {
+      stdio[fd].flags = UV_IGNORE;
+    }
+  }
+  uv_process_options_t po;
+  memset(&po, 0, sizeof po);
+  po.exit_cb = process_exit_cb;
+  po.file = argv[0];
+  po.args = argv;
+  po.env = env;
+  po.cwd = o->cwd;
+  po.stdio_count = 3;
+  po.stdio = stdio;
+  p->h.handle.data = p;
+  p->pidfd = -1;
+  int rc = uv_spawn(ar_engine_loop(E), &p->h.process, &po);
+  /* Either way the handle is initialized and must be closed. */
+  ar__handle_opened(E);
+  p->refs = 1;
+  if (rc != 0) {
+    close_io(p);
+    uv_close(&p->h.handle, handle_close_cb);
+    return (void)raise_spawn(L, argv[0], o->cwd, rc), NULL;
+  }
+  p->pid = p->h.process.pid;
+  ar__list_insert_tail(&st->live, &p->node);
+  p->refs = 2;
+  *boxp = p;
+  io_start(p, exec);
+  return p;
+}
+
 /* Raises kind "spawn" naming the program and the errno. */
 static int raise_spawn(lua_State *L, const char *prog, const char *cwd,
                        int err) {
@@ -469,6 +533,9 @@ static proc_t *start(lua_State *L, int opts, int exec, opts_t *o,
     if ((st = ar__module_open(E, &proc_module)) == NULL)
       luaL_error(L, "not enough memory");
     ar__list_init(&st->live);
+    int fd = open_pidfd(getpid());
+    st->pidfd_ok = fd >= 0;
+    if (fd >= 0) close(fd);
   }
   proc_t *p = calloc(1, sizeof *p);
   if (p == NULL) luaL_error(L, "not enough memory");
@@ -488,6 +555,8 @@ static proc_t *start(lua_State *L, int opts, int exec, opts_t *o,
     int sv[2];
     if ((p->io[fd] = ar__stream_new(E, AR__STREAM_PIPE)) == NULL)
       rc = UV_ENOMEM;
+    else if (!st->pidfd_ok) /* uv_spawn makes the pipes */
+      continue;
     else if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
       rc = -errno;
     else if ((rc = uv_pipe_open(&p->io[fd]->u.pipe, sv[0])) != 0)
@@ -495,13 +564,21 @@ static proc_t *start(lua_State *L, int opts, int exec, opts_t *o,
     else
       child[fd] = sv[1];
   }
-  int pid = 0;
+  int pid = 0, pidfd = -1;
+  if (!st->pidfd_ok) {
+    for (int fd = 0; fd < 3; fd++)
+      if (child[fd] >= 0) close(child[fd]);
+    if (rc == 0) return spawn_uv(L, st, p, argv, env, o, exec, boxp);
+    close_io(p);
+    free(p);
+    return (void)raise_spawn(L, argv[0], o->cwd, rc), NULL;
+  }
   if (rc == 0) rc = spawn_child(argv, env, o, child, &pid);
   for (int fd = 0; fd < 3; fd++)
     if (child[fd] >= 0) close(child[fd]);
-  int pidfd = rc == 0 ? open_pidfd(pid) : -1;
-  if (rc == 0 && pidfd < 0) rc = reap_now(pid, -errno);
-  if (rc == 0 && (rc = uv_poll_init(ar_engine_loop(E), &p->h, pidfd)) != 0) {
+  if (rc == 0 && (pidfd = open_pidfd(pid)) < 0) rc = reap_now(pid, -errno);
+  if (rc == 0 &&
+      (rc = uv_poll_init(ar_engine_loop(E), &p->h.poll, pidfd)) != 0) {
     close(pidfd);
     rc = reap_now(pid, rc);
   }
@@ -512,14 +589,20 @@ static proc_t *start(lua_State *L, int opts, int exec, opts_t *o,
   }
   /* From here on the record is the poll handle's until its close. */
   ar__handle_opened(E);
-  p->h.data = p;
+  p->h.handle.data = p;
   p->pidfd = pidfd;
   p->pid = pid;
   p->refs = 1;
-  uv_poll_start(&p->h, UV_READABLE, exit_cb);
+  uv_poll_start(&p->h.poll, UV_READABLE, exit_cb);
   ar__list_insert_tail(&st->live, &p->node);
   p->refs = 2;
   *boxp = p;
+  io_start(p, exec);
+  return p;
+}
+
+/* Starts reading the child's output; exec collects all of it. */
+static void io_start(proc_t *p, int exec) {
   for (int fd = 1; fd < 3; fd++)
     if (p->io[fd] != NULL) {
       if (exec) {
@@ -529,7 +612,6 @@ static proc_t *start(lua_State *L, int opts, int exec, opts_t *o,
       }
       ar__stream_start(p->io[fd]);
     }
-  return p;
 }
 
 static proc_t **newbox(lua_State *L, const char *mt, int nuv) {
