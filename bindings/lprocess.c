@@ -1,6 +1,7 @@
 /* The "async.process" module: programs run without a shell, on uv_spawn.
  *
- * A process is a C record (proc_t) holding the uv_process_t. It lives
+ * A process is a C record (proc_t) holding a uv_poll_t on the child's
+ * pidfd (Linux 5.3 and later), started with posix_spawnp. It lives
  * until both its handle is closed (after the exit callback: the child is
  * reaped by then) and the Lua box that points at it is collected: refs
  * counts the two. The module keeps every record whose handle is open, so
@@ -17,9 +18,17 @@
  * exited and both pipes have ended, or, after a timeout, once the killed
  * child has been reaped. The exit callback may come before or after the
  * pipes end; either order completes the same check. */
+#define _GNU_SOURCE /* posix_spawn_file_actions_addchdir_np */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "lstream.h"
 #include "modules.h"
@@ -31,7 +40,12 @@
 extern char **environ;
 
 typedef struct proc_s {
-  uv_process_t h;
+  union {
+    uv_handle_t handle;
+    uv_poll_t poll;       /* on the child's pidfd: readable once it exited */
+    uv_process_t process; /* without pidfds: libuv's uv_spawn */
+  } h;
+  int pidfd; /* or -1 */
   ar_engine_t *E;
   ar__list_t node; /* in the module's list while the handle is open */
   int refs;        /* the open handle, and the box */
@@ -53,6 +67,7 @@ typedef struct proc_s {
 
 typedef struct {
   ar__list_t live;
+  int pidfd_ok; /* pidfd_open works here (not under valgrind 3.19, say) */
 } state_t;
 
 static void state_close(ar_engine_t *E, void *data);
@@ -132,12 +147,13 @@ static void io_notify(ar__stream_t *s, void *data) {
 
 static void handle_close_cb(uv_handle_t *h) {
   proc_t *p = h->data;
+  if (p->pidfd >= 0) close(p->pidfd);
   ar__handle_closed(p->E);
   proc_unref(p);
 }
 
-static void exit_cb(uv_process_t *h, int64_t status, int term_signal) {
-  proc_t *p = h->data;
+/* The child has exited and been reaped. */
+static void exited(proc_t *p, int64_t status, int term_signal) {
   p->exited = 1;
   p->status = status;
   p->term_signal = term_signal;
@@ -149,12 +165,38 @@ static void exit_cb(uv_process_t *h, int64_t status, int term_signal) {
     exec_check(p);
   }
   ar__list_remove(&p->node);
-  uv_close((uv_handle_t *)&p->h, handle_close_cb);
+  uv_close(&p->h.handle, handle_close_cb);
+}
+
+static void process_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
+  exited(h->data, status, term_signal);
+}
+
+/* The pidfd is readable: the child has exited. Reap it (only this pid:
+ * libuv's own SIGCHLD handling waits for its own children by pid too). */
+static void exit_cb(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  proc_t *p = h->data;
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  int rc;
+  do
+    rc = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG);
+  while (rc == -1 && errno == EINTR);
+  if (rc == 0 && si.si_pid == 0) return; /* not yet */
+  uv_poll_stop(&p->h.poll);
+  if (rc == 0 && si.si_code == CLD_EXITED)
+    exited(p, si.si_status, 0);
+  else if (rc == 0)
+    exited(p, 0, si.si_status);
+  else /* reaped by someone else (SIGCHLD ignored, say): status lost */
+    exited(p, -1, 0);
 }
 
 static void kill_timer_cb(ar__timer_t *tm) {
   proc_t *p = ar__container_of(tm, proc_t, kill_timer);
-  if (!p->exited) uv_process_kill(&p->h, SIGKILL);
+  if (!p->exited) uv_kill(p->pid, SIGKILL);
 }
 
 /* SIGTERM now, SIGKILL after the grace period. Never calls Lua. */
@@ -163,10 +205,10 @@ static void terminate(proc_t *p) {
   p->terminating = 1;
   if (p->grace <= 0 ||
       ar__timer_start(p->E, &p->kill_timer, p->grace, kill_timer_cb) != 0) {
-    uv_process_kill(&p->h, SIGKILL);
+    uv_kill(p->pid, SIGKILL);
     return;
   }
-  uv_process_kill(&p->h, SIGTERM);
+  uv_kill(p->pid, SIGTERM);
 }
 
 /* The engine is being freed: every task has ended. Kill what still runs;
@@ -182,7 +224,7 @@ static void state_close(ar_engine_t *E, void *data) {
     ar__timer_stop(E, &p->timeout);
     p->exec_task = NULL;
     close_io(p);
-    if (!p->exited) uv_process_kill(&p->h, SIGKILL);
+    if (!p->exited) uv_kill(p->pid, SIGKILL);
   }
 }
 
@@ -353,6 +395,113 @@ static void check_opts(lua_State *L, int opts, int exec, opts_t *o) {
 
 /* ---- starting ---------------------------------------------------------- */
 
+/* Starts the child with posix_spawnp: glibc runs it with vfork semantics
+ * (the parent waits only for the exec, on the same CPU), which costs a
+ * fraction of libuv's fork-then-wait under load. child[fd] is the
+ * child's end of a pipe, or -1. Signals start at their defaults and
+ * unblocked, as with uv_spawn. Returns 0 or a negative errno. */
+static int spawn_child(char **argv, char **env, const opts_t *o,
+                       const int child[3], int *pid) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t all, none;
+  int rc = posix_spawn_file_actions_init(&fa);
+  if (rc != 0) return -rc;
+  if ((rc = posix_spawnattr_init(&attr)) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    return -rc;
+  }
+  sigfillset(&all);
+  sigemptyset(&none);
+  rc = posix_spawnattr_setflags(&attr,
+                                POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &all);
+  if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
+  for (int fd = 0; fd < 3 && rc == 0; fd++) {
+    if (child[fd] >= 0)
+      rc = posix_spawn_file_actions_adddup2(&fa, child[fd], fd);
+    else if (o->io[fd] == IO_IGNORE)
+      rc = posix_spawn_file_actions_addopen(&fa, fd, "/dev/null",
+                                            fd == 0 ? O_RDONLY : O_RDWR, 0);
+  }
+  if (rc == 0 && o->cwd != NULL)
+    rc = posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+  if (rc == 0)
+    rc = posix_spawnp(pid, argv[0], &fa, &attr, argv,
+                      env != NULL ? env : environ);
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&fa);
+  return -rc;
+}
+
+static int open_pidfd(int pid) {
+#ifdef SYS_pidfd_open
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+/* A child we cannot watch: kill and reap it at once, return err. */
+static int reap_now(int pid, int err) {
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) == -1 && errno == EINTR) {
+  }
+  return err;
+}
+
+static int raise_spawn(lua_State *L, const char *prog, const char *cwd,
+                       int err);
+static void io_start(proc_t *p, int exec);
+
+/* Where pidfds are missing: libuv's uv_spawn, over pipes it creates (the
+ * streams in p->io are initialized, not open). Same contract as start. */
+static proc_t *spawn_uv(lua_State *L, state_t *st, proc_t *p, char **argv,
+                        char **env, const opts_t *o, int exec, proc_t **boxp) {
+  ar_engine_t *E = p->E;
+  uv_stdio_container_t stdio[3];
+  for (int fd = 0; fd < 3; fd++) {
+    if (p->io[fd] != NULL) {
+      stdio[fd].flags =
+          UV_CREATE_PIPE | (fd == 0 ? UV_READABLE_PIPE : UV_WRITABLE_PIPE);
+      stdio[fd].data.stream = &p->io[fd]->u.stream;
+    } else if (o->io[fd] == IO_INHERIT) {
+      stdio[fd].flags = UV_INHERIT_FD;
+      stdio[fd].data.fd = fd;
+    } else {
+      stdio[fd].flags = UV_IGNORE;
+    }
+  }
+  uv_process_options_t po;
+  memset(&po, 0, sizeof po);
+  po.exit_cb = process_exit_cb;
+  po.file = argv[0];
+  po.args = argv;
+  po.env = env;
+  po.cwd = o->cwd;
+  po.stdio_count = 3;
+  po.stdio = stdio;
+  p->h.handle.data = p;
+  p->pidfd = -1;
+  int rc = uv_spawn(ar_engine_loop(E), &p->h.process, &po);
+  /* Either way the handle is initialized and must be closed. */
+  ar__handle_opened(E);
+  p->refs = 1;
+  if (rc != 0) {
+    close_io(p);
+    uv_close(&p->h.handle, handle_close_cb);
+    return (void)raise_spawn(L, argv[0], o->cwd, rc), NULL;
+  }
+  p->pid = p->h.process.pid;
+  ar__list_insert_tail(&st->live, &p->node);
+  p->refs = 2;
+  *boxp = p;
+  io_start(p, exec);
+  return p;
+}
+
 /* Raises kind "spawn" naming the program and the errno. */
 static int raise_spawn(lua_State *L, const char *prog, const char *cwd,
                        int err) {
@@ -384,6 +533,9 @@ static proc_t *proc_start(lua_State *L, int opts, int exec, opts_t *o,
     if ((st = ar__module_open(E, &proc_module)) == NULL)
       luaL_error(L, "not enough memory");
     ar__list_init(&st->live);
+    int fd = open_pidfd(getpid());
+    st->pidfd_ok = fd >= 0;
+    if (fd >= 0) close(fd);
   }
   proc_t *p = calloc(1, sizeof *p);
   if (p == NULL) luaL_error(L, "not enough memory");
@@ -395,49 +547,62 @@ static proc_t *proc_start(lua_State *L, int opts, int exec, opts_t *o,
   ar__timer_init(&p->kill_timer);
   ar__timer_init(&p->timeout);
 
-  uv_stdio_container_t stdio[3];
-  for (int fd = 0; fd < 3; fd++) {
+  int child[3] = {-1, -1, -1}; /* the child's ends of the pipes */
+  int rc = 0;
+  for (int fd = 0; fd < 3 && rc == 0; fd++) {
     int mode = o->io[fd];
-    if (mode == IO_PIPE || mode == IO_STRING) {
-      if ((p->io[fd] = ar__stream_new(E, AR__STREAM_PIPE)) == NULL) {
-        close_io(p);
-        free(p);
-        luaL_error(L, "not enough memory");
-        return NULL;
-      }
-      stdio[fd].flags =
-          UV_CREATE_PIPE | (fd == 0 ? UV_READABLE_PIPE : UV_WRITABLE_PIPE);
-      stdio[fd].data.stream = &p->io[fd]->u.stream;
-    } else if (mode == IO_INHERIT) {
-      stdio[fd].flags = UV_INHERIT_FD;
-      stdio[fd].data.fd = fd;
-    } else {
-      stdio[fd].flags = UV_IGNORE;
-    }
+    if (mode != IO_PIPE && mode != IO_STRING) continue;
+    int sv[2];
+    if ((p->io[fd] = ar__stream_new(E, AR__STREAM_PIPE)) == NULL)
+      rc = UV_ENOMEM;
+    else if (!st->pidfd_ok) /* uv_spawn makes the pipes */
+      continue;
+    else if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      rc = -errno;
+    else if ((rc = uv_pipe_open(&p->io[fd]->u.pipe, sv[0])) != 0)
+      close(sv[0]), close(sv[1]);
+    else
+      child[fd] = sv[1];
   }
-  uv_process_options_t po;
-  memset(&po, 0, sizeof po);
-  po.exit_cb = exit_cb;
-  po.file = argv[0];
-  po.args = argv;
-  po.env = env;
-  po.cwd = o->cwd;
-  po.stdio_count = 3;
-  po.stdio = stdio;
-  p->h.data = p;
-  int rc = uv_spawn(ar_engine_loop(E), &p->h, &po);
-  /* Either way the handle is initialized and must be closed. */
-  ar__handle_opened(E);
-  p->refs = 1;
-  if (rc != 0) {
+  int pid = 0, pidfd = -1;
+  if (!st->pidfd_ok) {
+    for (int fd = 0; fd < 3; fd++)
+      if (child[fd] >= 0) close(child[fd]);
+    if (rc == 0) return spawn_uv(L, st, p, argv, env, o, exec, boxp);
     close_io(p);
-    uv_close((uv_handle_t *)&p->h, handle_close_cb);
+    free(p);
     return (void)raise_spawn(L, argv[0], o->cwd, rc), NULL;
   }
-  p->pid = p->h.pid;
+  if (rc == 0) rc = spawn_child(argv, env, o, child, &pid);
+  for (int fd = 0; fd < 3; fd++)
+    if (child[fd] >= 0) close(child[fd]);
+  if (rc == 0 && (pidfd = open_pidfd(pid)) < 0) rc = reap_now(pid, -errno);
+  if (rc == 0 &&
+      (rc = uv_poll_init(ar_engine_loop(E), &p->h.poll, pidfd)) != 0) {
+    close(pidfd);
+    rc = reap_now(pid, rc);
+  }
+  if (rc != 0) {
+    close_io(p);
+    free(p);
+    return (void)raise_spawn(L, argv[0], o->cwd, rc), NULL;
+  }
+  /* From here on the record is the poll handle's until its close. */
+  ar__handle_opened(E);
+  p->h.handle.data = p;
+  p->pidfd = pidfd;
+  p->pid = pid;
+  p->refs = 1;
+  uv_poll_start(&p->h.poll, UV_READABLE, exit_cb);
   ar__list_insert_tail(&st->live, &p->node);
   p->refs = 2;
   *boxp = p;
+  io_start(p, exec);
+  return p;
+}
+
+/* Starts reading the child's output; exec collects all of it. */
+static void io_start(proc_t *p, int exec) {
   for (int fd = 1; fd < 3; fd++)
     if (p->io[fd] != NULL) {
       if (exec) {
@@ -447,7 +612,6 @@ static proc_t *proc_start(lua_State *L, int opts, int exec, opts_t *o,
       }
       ar__stream_start(p->io[fd]);
     }
-  return p;
 }
 
 static proc_t **newbox(lua_State *L, const char *mt, int nuv) {
@@ -476,7 +640,7 @@ static void release(proc_t **box) {
 static void exec_timeout_cb(ar__timer_t *tm) {
   proc_t *p = ar__container_of(tm, proc_t, timeout);
   p->timed_out = 1;
-  if (!p->exited) uv_process_kill(&p->h, SIGKILL);
+  if (!p->exited) uv_kill(p->pid, SIGKILL);
   exec_check(p); /* if it had exited already, waiting only for its pipes */
 }
 
@@ -668,7 +832,7 @@ static int p_kill(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  int rc = uv_process_kill(&p->h, sig);
+  int rc = uv_kill(p->pid, sig);
   if (rc == UV_ESRCH) {
     lua_pushboolean(L, 0);
     return 1;
