@@ -1,18 +1,20 @@
 /* The "async.http" module: requests as cancellable waits on the engine's
  * one CURLM (engine/http.c), sessions with connection limits, responses as
- * tables, JSON through the lua-cjson linked into the engine.
+ * tables, JSON through async.json (bindings/json.h).
  *
  * A request is a userdata on the calling task's stack (so the task anchors
  * it and everything it points at) holding the engine's ar__http_req_t. The
  * task suspends through ar__task_suspend; the transfer's completion only
  * wakes it, and the response or error is built in the task's own
  * continuation. Cancelling the task aborts the transfer in req_cancel. */
+#define _GNU_SOURCE /* memmem */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "http.h"
+#include "json.h"
 #include "modules.h"
 
 #define SESSION_MT "asyncrun.http.session"
@@ -37,7 +39,8 @@ typedef struct {
   long max_redirects;
   size_t max_body;
   int verify_tls;
-  int open; /* limit initialised, headers ours to free */
+  CURLSH *jar; /* cookies=true: the session's cookie jar */
+  int open;    /* limit initialised, headers ours to free */
 } session_t;
 
 /* User values of a request: 1 the body string, 2 the session. */
@@ -47,6 +50,7 @@ typedef struct {
   char *url;      /* malloc'd, the full URL sent */
   char *host_key; /* in url's block (see ar__http_url) */
   char method[24];
+  char ctype[96]; /* a form body's Content-Type, "" when none */
 } request_t;
 
 /* ---- the engine's multi: created at the first request -------------------- */
@@ -255,6 +259,8 @@ static int session_gc(lua_State *L) {
     ar__http_slist_free(S->headers);
     ar__http_slist_free(S->body_headers);
     S->headers = S->body_headers = NULL;
+    if (S->jar != NULL) ar__http_jar_free(multi_peek(L), S->jar);
+    S->jar = NULL;
     S->open = 0;
   }
   return 0;
@@ -283,6 +289,8 @@ static session_t *session_new(lua_State *L, int opts) {
   lua_Integer mb = opt_count(L, opts, "max_body", DEFAULT_MAX_BODY);
   S->max_body = (uint64_t)mb > SIZE_MAX ? SIZE_MAX : (size_t)mb;
   S->verify_tls = opt_bool(L, opts, "verify_tls", 1);
+  if (opt_bool(L, opts, "cookies", 0) && (S->jar = ar__http_jar_new()) == NULL)
+    luaL_error(L, "not enough memory");
   const char *base = opt_string(L, opts, "base_url");
   if (base != NULL) {
     char *full, *key;
@@ -367,6 +375,39 @@ static void add_value(lua_State *L, int list, const char *key, int idx) {
   lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
 }
 
+typedef struct {
+  const char *s;
+  size_t len;
+} str_t;
+
+static int str_cmp(const void *a, const void *b) {
+  const str_t *x = a, *y = b;
+  int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+  return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Sorts the strings list[1..n] in place, byte-wise as Lua's < does. In C,
+ * so that no standard library function (table.sort) is needed: a sandbox
+ * may deny `table`, and a script may replace it. */
+static void sort_strings(lua_State *L, int list, lua_Integer n) {
+  if (n < 2) return;
+  str_t *a = lua_newuserdatauv(L, (size_t)n * sizeof *a, 0);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, list, i + 1);
+    a[i].s = lua_tolstring(L, -1, &a[i].len);
+    lua_pop(L, 1); /* still referenced by list */
+  }
+  qsort(a, (size_t)n, sizeof *a, str_cmp);
+  /* Into a new table, as the old one keeps the strings alive meanwhile. */
+  lua_createtable(L, (int)n, 0);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_pushlstring(L, a[i].s, a[i].len);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_replace(L, list);
+  lua_pop(L, 1);
+}
+
 /* Pushes the query table at idx as "k=v&k=v2&...", keys sorted so the same
  * table always gives the same URL; a list value repeats its key. */
 static void push_query(lua_State *L, int idx) {
@@ -382,11 +423,7 @@ static void push_query(lua_State *L, int idx) {
     lua_pushvalue(L, -1);
     lua_rawseti(L, keys, ++n);
   }
-  lua_getglobal(L, "table");
-  lua_getfield(L, -1, "sort");
-  lua_remove(L, -2);
-  lua_pushvalue(L, keys);
-  lua_call(L, 1, 0);
+  sort_strings(L, keys, n);
   /* Flattened to key, value, key, value... as strings, so the buffer below
    * only reads strings the list keeps alive. */
   lua_newtable(L);
@@ -427,6 +464,131 @@ static void push_query(lua_State *L, int idx) {
   luaL_pushresult(&b);
   lua_replace(L, keys);
   lua_settop(L, keys);
+}
+
+/* ---- form bodies -----------------------------------------------------------
+ */
+
+/* Pushes the multipart part for the field named by the string at key,
+ * from the value at val: a string, or for a file a table {content=,
+ * filename=, content_type=}. */
+static void push_part(lua_State *L, const char *boundary, int key, int val,
+                      int is_file) {
+  const char *filename = NULL, *ctype = NULL;
+  int base = lua_gettop(L);
+  if (lua_type(L, key) != LUA_TSTRING)
+    luaL_error(L, "bad form field name (string expected, got %s)",
+               luaL_typename(L, key));
+  const char *name = lua_tostring(L, key);
+  if (is_file && lua_type(L, val) == LUA_TTABLE) {
+    lua_getfield(L, val, "filename");
+    lua_getfield(L, val, "content_type");
+    filename = lua_isstring(L, -2) ? lua_tostring(L, -2) : name;
+    ctype = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+    lua_getfield(L, val, "content");
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "bad file '%s' (content: string expected, got %s)", name,
+                 luaL_typename(L, -1));
+  } else if (lua_type(L, val) == LUA_TSTRING ||
+             lua_type(L, val) == LUA_TNUMBER) {
+    if (is_file) filename = name;
+    lua_pushvalue(L, val);
+    lua_tolstring(L, -1, NULL);
+  } else {
+    luaL_error(L, "bad %s '%s' (string expected, got %s)",
+               is_file ? "file" : "form field", name, luaL_typename(L, val));
+  }
+  int content = lua_gettop(L);
+  /* What goes into the part's header lines must not break them. */
+  const char *names[3] = {name, filename, ctype};
+  for (int i = 0; i < 3; i++)
+    for (const char *p = names[i]; p != NULL && *p; p++)
+      if (*p == '\r' || *p == '\n' || (*p == '"' && i < 2))
+        luaL_error(L, "bad form field, file name or content type '%s'",
+                   names[i]);
+  if (filename != NULL)
+    lua_pushfstring(L,
+                    "--%s\r\nContent-Disposition: form-data; name=\"%s\"; "
+                    "filename=\"%s\"\r\nContent-Type: %s\r\n\r\n",
+                    boundary, name, filename,
+                    ctype != NULL ? ctype : "application/octet-stream");
+  else
+    lua_pushfstring(L,
+                    "--%s\r\nContent-Disposition: form-data; "
+                    "name=\"%s\"\r\n\r\n",
+                    boundary, name);
+  lua_pushvalue(L, content);
+  lua_pushliteral(L, "\r\n");
+  lua_concat(L, 3);
+  lua_replace(L, base + 1);
+  lua_settop(L, base + 1);
+}
+
+/* For opts.form (fields) and opts.files (files, from strings): pushes the
+ * body, and writes its Content-Type into ctype; or pushes nil when there
+ * is neither. Without files the form is URL-encoded like a query (keys
+ * sorted, lists repeat their key). */
+static void push_form_body(lua_State *L, int opts, char *ctype, size_t size) {
+  lua_getfield(L, opts, "form");
+  lua_getfield(L, opts, "files");
+  int form = lua_gettop(L) - 1, files = form + 1;
+  if (!lua_isnil(L, form) && !lua_istable(L, form))
+    luaL_error(L, "bad option 'form' (table expected, got %s)",
+               luaL_typename(L, form));
+  if (!lua_isnil(L, files) && !lua_istable(L, files))
+    luaL_error(L, "bad option 'files' (table expected, got %s)",
+               luaL_typename(L, files));
+  if (lua_isnil(L, files)) {
+    if (!lua_isnil(L, form)) {
+      push_query(L, form);
+      snprintf(ctype, size, "application/x-www-form-urlencoded");
+    } else {
+      lua_pushnil(L);
+    }
+    lua_replace(L, form);
+    lua_settop(L, form);
+    return;
+  }
+  /* Parts in a list first: a luaL_Buffer wants the stack to itself. */
+  /* Unique without shared state: the time and the request's address. */
+  char boundary[64];
+  snprintf(boundary, sizeof boundary, "asyncrun-%016llx%012llx",
+           (unsigned long long)uv_hrtime(),
+           (unsigned long long)(uintptr_t)ctype & 0xffffffffffffull);
+  lua_newtable(L);
+  int parts = lua_gettop(L);
+  lua_Integer n = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    int t = pass == 0 ? form : files;
+    if (lua_isnil(L, t)) continue;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      int key = lua_gettop(L) - 1;
+      push_part(L, boundary, key, key + 1, pass == 1);
+      size_t len;
+      const char *part = lua_tolstring(L, -1, &len);
+      /* A boundary that occurs in a part would cut it: never in practice
+       * (it holds the time in ns), but checked. */
+      if (memmem(part + 2 + strlen(boundary), len - 2 - strlen(boundary),
+                 boundary, strlen(boundary)) != NULL)
+        luaL_error(L, "form data contains the multipart boundary");
+      lua_rawseti(L, parts, ++n);
+      lua_pop(L, 1);
+    }
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, parts, i);
+    luaL_addvalue(&b);
+  }
+  luaL_addstring(&b, "--");
+  luaL_addstring(&b, boundary);
+  luaL_addstring(&b, "--\r\n");
+  luaL_pushresult(&b);
+  lua_replace(L, form);
+  lua_settop(L, form);
+  snprintf(ctype, size, "multipart/form-data; boundary=%s", boundary);
 }
 
 /* ---- requests --------------------------------------------------------------
@@ -617,13 +779,13 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
   lua_settop(L, top);
   if (uidx == 0) lua_pop(L, 1);
 
-  /* The body: a string, or a table encoded as JSON (upvalue 1). */
+  /* The body: a string, a value encoded as JSON, or a form. */
   int has_json = 0;
+  const char *body_type = NULL; /* the Content-Type a form body needs */
   if (opts != 0) {
     if (lua_getfield(L, opts, "json") != LUA_TNIL) {
-      lua_pushvalue(L, lua_upvalueindex(1));
-      lua_insert(L, -2);
-      lua_call(L, 1, 1);
+      ar__json_encode(L, -1);
+      lua_remove(L, -2);
       has_json = 1;
     } else {
       lua_pop(L, 1);
@@ -631,6 +793,11 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
           lua_type(L, -1) != LUA_TSTRING)
         return luaL_error(L, "bad option 'body' (string expected, got %s)",
                           luaL_typename(L, -1));
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        push_form_body(L, opts, r->ctype, sizeof r->ctype);
+        if (r->ctype[0] != '\0') body_type = r->ctype;
+      }
     }
     if (lua_isstring(L, -1)) req->body = lua_tolstring(L, -1, &req->body_len);
     lua_setiuservalue(L, ridx, 1);
@@ -643,7 +810,7 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
     luaL_checktype(L, -1, LUA_TTABLE);
     hdrs = lua_gettop(L);
   }
-  if (hdrs != 0 || has_json) {
+  if (hdrs != 0 || has_json || body_type != NULL) {
     lua_newtable(L);
     int lines = lua_gettop(L);
     lua_getiuservalue(L, sidx, 2);
@@ -655,9 +822,10 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
     }
     lua_pop(L, 1);
     if (hdrs != 0) collect_headers(L, hdrs, lines);
-    if (has_json) {
+    if (has_json || body_type != NULL) {
       if (lua_getfield(L, lines, "content-type") == LUA_TNIL) {
-        lua_pushliteral(L, "Content-Type: application/json");
+        lua_pushfstring(L, "Content-Type: %s",
+                        has_json ? "application/json" : body_type);
         lua_setfield(L, lines, "content-type");
       }
       lua_pop(L, 1);
@@ -665,6 +833,7 @@ static int do_request(lua_State *L, int sidx, int uidx, int opts,
     req->headers = build_headers(L, lines, req->body != NULL);
     req->headers_owned = 1;
   }
+  req->jar = S->jar;
   /* The proxy string stays alive in the session, which the request
    * anchors. */
   lua_getiuservalue(L, sidx, 3);
@@ -771,27 +940,60 @@ static int resp_ok(lua_State *L) {
   return 1;
 }
 
-/* resp:json(): the body decoded (upvalue 2 is cjson.decode); invalid JSON
- * raises kind "json" with the URL and the position cjson reports. */
-static int resp_json(lua_State *L) {
+/* resp:raise_for_status(): the response itself for a status below 400,
+ * else raises kind "http_status" with the status and URL. */
+static int resp_raise_for_status(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_getfield(L, 1, "status");
+  lua_getfield(L, 1, "url");
+  lua_Integer st = lua_tointeger(L, 2);
+  if (st < 400) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  const char *url = lua_tostring(L, 3);
+  ar__error_push(L, "http_status", "%s: HTTP status %I (%s error)",
+                 url ? url : "?", st, st < 500 ? "client" : "server");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "status");
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "url");
+  ar__error_locate(L, 1);
+  return lua_error(L);
+}
+
+/* resp:json(): the body decoded by async.json; a body that is not JSON
+ * raises kind "json" naming the URL, the status, the content type and the
+ * position, as an HTML error page is the usual reason. */
+static int resp_json(lua_State *L) {
+  size_t len;
+  ar__json_error_t err;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
   if (lua_getfield(L, 1, "body") != LUA_TSTRING)
     return luaL_error(L, "response has no body string");
-  if (lua_pcall(L, 1, 1, 0) == LUA_OK) return 1;
-  const char *msg = lua_tostring(L, -1);
-  if (msg == NULL) return lua_error(L); /* not cjson's: pass it on */
+  const char *body = lua_tolstring(L, 2, &len);
+  if (ar__json_decode(L, body, len, &err) == 0) return 1;
   lua_getfield(L, 1, "url");
-  const char *url = lua_tostring(L, -1);
-  ar__error_push(L, "json", "%s: invalid JSON: %s", url ? url : "?", msg);
-  const char *at = strstr(msg, "at character ");
-  if (at != NULL) {
-    lua_pushinteger(L, strtol(at + 13, NULL, 10));
-    lua_setfield(L, -2, "position");
-  }
-  lua_pushvalue(L, -2);
+  lua_getfield(L, 1, "status");
+  lua_getfield(L, 1, "headers");
+  const char *ctype = NULL;
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "content-type") == LUA_TSTRING)
+    ctype = lua_tostring(L, -1);
+  const char *url = lua_tostring(L, 3);
+  ar__error_push(L, "json",
+                 "%s: status %I, content-type %s: invalid JSON at "
+                 "position %I: %s",
+                 url ? url : "?", (lua_Integer)lua_tointeger(L, 4),
+                 ctype ? ctype : "(none)", (lua_Integer)err.position,
+                 err.message);
+  lua_pushinteger(L, (lua_Integer)err.position);
+  lua_setfield(L, -2, "position");
+  lua_pushvalue(L, 3);
   lua_setfield(L, -2, "url");
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "status");
   ar__error_locate(L, 1);
   return lua_error(L);
 }
@@ -799,8 +1001,9 @@ static int resp_json(lua_State *L) {
 /* ---- stats and the module
  * -------------------------------------------------------- */
 
-/* http.stats() -> {active, sockets, pooled, handles}: what the tests use
- * to show nothing is left behind. */
+/* http.stats() -> {active, sockets, pooled, handles, owned, stale,
+ * multi_errors}: what the tests use to show nothing is left behind and the
+ * socket invariant holds (stale is always 0). */
 static int l_stats(lua_State *L) {
   ar__http_stats_t st;
   ar__http_stats(multi_peek(L), &st);
@@ -813,15 +1016,17 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "pooled");
   lua_pushinteger(L, st.handles);
   lua_setfield(L, -2, "handles");
+  lua_pushinteger(L, st.owned);
+  lua_setfield(L, -2, "owned");
+  lua_pushinteger(L, st.stale + st.violations);
+  lua_setfield(L, -2, "stale");
+  lua_pushinteger(L, st.unannounced);
+  lua_setfield(L, -2, "unannounced");
+  lua_pushinteger(L, st.multi_errors);
+  lua_setfield(L, -2, "multi_errors");
+  lua_pushinteger(L, (lua_Integer)st.resent);
+  lua_setfield(L, -2, "resent");
   return 1;
-}
-
-/* Registers funcs into the table on top, each with cjson's encode and
- * decode (at enc, enc + 1) as upvalues 1 and 2. */
-static void set_funcs(lua_State *L, const luaL_Reg *funcs, int enc) {
-  lua_pushvalue(L, enc);
-  lua_pushvalue(L, enc + 1);
-  luaL_setfuncs(L, funcs, 2);
 }
 
 int luaopen_async_http(lua_State *L) {
@@ -831,13 +1036,10 @@ int luaopen_async_http(lua_State *L) {
   static const luaL_Reg session_methods[] = {
       {"get", s_get}, {"post", s_post}, {"request", s_request}, {NULL, NULL}};
   static const luaL_Reg response_methods[] = {
-      {"json", resp_json}, {"ok", resp_ok}, {NULL, NULL}};
-
-  luaL_requiref(L, "cjson", luaopen_cjson, 0);
-  lua_getfield(L, -1, "encode");
-  lua_getfield(L, -2, "decode");
-  lua_remove(L, -3);
-  int enc = lua_gettop(L) - 1;
+      {"json", resp_json},
+      {"ok", resp_ok},
+      {"raise_for_status", resp_raise_for_status},
+      {NULL, NULL}};
 
   luaL_newmetatable(L, MULTI_MT);
   lua_pushcfunction(L, multi_gc);
@@ -851,7 +1053,7 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_newmetatable(L, SESSION_MT);
   lua_newtable(L);
-  set_funcs(L, session_methods, enc);
+  luaL_setfuncs(L, session_methods, 0);
   lua_pushcclosure(L, session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_gc);
@@ -862,11 +1064,11 @@ int luaopen_async_http(lua_State *L) {
 
   luaL_newmetatable(L, RESPONSE_MT);
   lua_newtable(L);
-  set_funcs(L, response_methods, enc);
+  luaL_setfuncs(L, response_methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
   lua_newtable(L);
-  set_funcs(L, funcs, enc);
+  luaL_setfuncs(L, funcs, 0);
   return 1;
 }

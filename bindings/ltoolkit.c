@@ -1,5 +1,6 @@
 /* Registers the coordination toolkit (docs/toolkit.md) into the "async"
  * module table: one call from luaopen_async. */
+#include "lsignal.h"
 #include "module.h"
 #include "toolkit.h"
 
@@ -10,6 +11,7 @@ void ar__toolkit_open(lua_State *L) {
   ar__group_open(L);
   ar__map_open(L);
   ar__retry_open(L);
+  ar__signal_open(L); /* async.signal (lsignal.c) */
 }
 
 void ar__class_new(lua_State *L, const char *name, const luaL_Reg *methods,

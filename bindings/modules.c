@@ -6,6 +6,10 @@
 static const luaL_Reg modules[] = {
     {"async", luaopen_async},
     {"async.http", luaopen_async_http},
+    {"async.json", luaopen_async_json},
+    {"async.fs", luaopen_async_fs},
+    {"async.process", luaopen_async_process},
+    {"async.net", luaopen_async_net},
     {"cjson", luaopen_cjson},
     {"cjson.safe", luaopen_cjson_safe},
     {NULL, NULL},

@@ -6,6 +6,10 @@
 
 int luaopen_async(lua_State *L);
 int luaopen_async_http(lua_State *L);
+int luaopen_async_json(lua_State *L);
+int luaopen_async_fs(lua_State *L);
+int luaopen_async_process(lua_State *L);
+int luaopen_async_net(lua_State *L);
 /* lua-cjson, linked in from Debian's static liblua5.4-cjson.a. */
 int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);

@@ -12,9 +12,17 @@
  *   curl_multi_socket_action from inside the callback, so it arms the uv
  *   timer for 0 ms and the call happens on the next loop turn.
  * - A socket may be closed and its number reused within one
- *   curl_multi_socket_action. Polls are kept in a table by descriptor and
- *   a stale one is closed before a new one is opened on the same number,
- *   so libuv never watches a descriptor for the wrong handle.
+ *   curl_multi_socket_action. Connection sockets are opened and closed
+ *   through our callbacks, with their polls (see sock_t), and a stale poll
+ *   is closed before a new one is opened on the same number, so libuv
+ *   never watches a descriptor for the wrong handle.
+ * - A poll error (POLLERR: libuv has stopped the poll) is not
+ *   CURL_CSELECT_ERR, which fails the transfer: curl is told the socket is
+ *   ready, reads it, and decides (poll_cb).
+ * - socket_cb never returns -1, which would end every transfer of the
+ *   multi: a socket that cannot be watched fails its own transfer only.
+ * - An idempotent request that fails on a reused connection before any of
+ *   the response arrived is sent again on a fresh one (may_resend).
  * - Easy handles are never removed from inside curl's callbacks: the write
  *   callback refuses data (too large) and the removal happens in drain(),
  *   after curl_multi_socket_action has returned. Aborts (cancellation) come
@@ -24,12 +32,15 @@
  * would cost every script, HTTP or not, about 5 ms of dynamic loading
  * (libcurl pulls in some thirty libraries), which is more than the whole
  * start-up budget. */
+#include <assert.h>
 #include <dlfcn.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -63,6 +74,9 @@ static struct {
   __typeof__(curl_free) *free;
   __typeof__(curl_slist_append) *slist_append;
   __typeof__(curl_slist_free_all) *slist_free_all;
+  __typeof__(curl_share_init) *share_init;
+  __typeof__(curl_share_setopt) *share_setopt;
+  __typeof__(curl_share_cleanup) *share_cleanup;
   const char *error; /* NULL once loaded */
   char version[48];  /* "libcurl/7.88.1" */
   char user_agent[96];
@@ -109,6 +123,9 @@ static void load_once(void) {
   SYM(free, "curl_free");
   SYM(slist_append, "curl_slist_append");
   SYM(slist_free_all, "curl_slist_free_all");
+  SYM(share_init, "curl_share_init");
+  SYM(share_setopt, "curl_share_setopt");
+  SYM(share_cleanup, "curl_share_cleanup");
 #undef SYM
   const curl_version_info_data *v = api.version_info(CURLVERSION_NOW);
   /* CURLOPT_PROTOCOLS_STR, which keeps redirects to http and https,
@@ -173,31 +190,55 @@ void ar__http_slist_free(struct curl_slist *l) {
 
 /* A socket curl told us about, with the uv_poll_t that watches it.
  *
- * uv_poll_start costs two epoll_ctl calls (libuv removes the descriptor,
- * then adds it back), and a new poll a third and an ioctl; with a poll
- * closed whenever curl stops watching a socket, that was paid for every
- * request on a kept-alive connection, and was a tenth of the http
- * benchmark's time. So a kept-alive connection's socket keeps its poll:
- * when curl puts the connection back in its cache (CURL_POLL_REMOVE for
- * the socket that is still the connection's, CURLINFO_ACTIVESOCKET) the
- * poll is parked, still started but unreferenced, and reusing the
- * connection costs nothing. A parked poll that fires (the server closed the
- * idle connection) is stopped and curl is not told: it is not watching,
- * and checks the connection before reusing it.
+ * Connection sockets are owned: open_cb (CURLOPT_OPENSOCKETFUNCTION)
+ * creates them and their poll, and close_cb (CURLOPT_CLOSESOCKETFUNCTION),
+ * through which curl closes every socket it opened that way, closes the
+ * poll before the descriptor, while the number still means this socket.
+ * So an owned socket's poll lives exactly as long as the socket, whatever
+ * curl says through socket_cb in between, and libuv never watches a
+ * descriptor number that has come to mean another socket.
  *
- * A parked poll must go before its descriptor is closed, or a later
- * descriptor with the same number would find a stale watcher in libuv.
- * curl closes a connection's socket through close_cb
- * (CURLOPT_CLOSESOCKETFUNCTION), which does that. Other sockets are not
- * parked, because curl 7.88 closes some itself (one that lost a connect
- * race, the threaded resolver's socket pair): their poll is closed on
- * CURL_POLL_REMOVE, which may come after the close. */
+ * That is what makes parking sound. uv_poll_start costs two epoll_ctl
+ * calls (libuv removes the descriptor, then adds it back), and a new poll
+ * a third and an ioctl; with a poll closed whenever curl stops watching a
+ * socket, that was paid for every request on a kept-alive connection, and
+ * was a tenth of the http benchmark's time. So when curl stops watching an
+ * owned socket (CURL_POLL_REMOVE: the connection went back to its cache)
+ * the poll is parked, still started but unreferenced, and reusing the
+ * connection costs nothing. A parked poll that fires (the server closed
+ * the idle connection) is stopped and curl is not told: it is not
+ * watching, and checks the connection before reusing it.
+ *
+ * One exception, a libcurl defect from 7.88.0 to 8.1.2 (curl pull request
+ * 11439): a socket whose transfer is removed before its connect completes
+ * is closed with close(2), not through close_cb. So a poll stays running
+ * (parked) only for the connection's established socket
+ * (CURLINFO_ACTIVESOCKET is fd at CURL_POLL_REMOVE), which curl closes
+ * through close_cb; any other owned socket's poll is stopped at
+ * CURL_POLL_REMOVE, so that libuv has nothing pending on the descriptor
+ * if it is closed behind our back. Such a poll is closed by close_cb as
+ * usual, or by open_cb when its number comes back (counted as
+ * `unannounced`), or at ar__http_close.
+ *
+ * Sockets curl did not open through open_cb (the threaded resolver's
+ * socket pair) are never parked: their poll is closed at CURL_POLL_REMOVE,
+ * and a poll left on a number that open_cb gets again is closed first.
+ *
+ * The invariant: libuv never runs a poll on a descriptor that is not the
+ * poll's socket. `dev` and `ino` identify the socket open_cb made, so a
+ * test can check it: ar__http_stats counts running owned polls whose
+ * descriptor is no longer their socket, and open_cb counts running polls
+ * it finds stale (`violations`). Both are always 0. */
 typedef struct {
   uv_poll_t poll;
   ar__http_t *H;
   curl_socket_t fd;
-  int events; /* UV_READABLE | UV_WRITABLE the poll runs with, 0: stopped */
-  int wanted; /* curl watches it; 0: parked */
+  dev_t dev;
+  ino_t ino;
+  uint8_t owned;  /* opened by open_cb, closed by close_cb */
+  uint8_t wanted; /* curl watches it; 0: parked or not yet asked */
+  int want;       /* UV_READABLE | UV_WRITABLE curl asked for */
+  int events;     /* what the poll runs with, 0: stopped */
 } sock_t;
 
 /* Idle easy handles kept for reuse: enough for a busy fetcher without
@@ -223,8 +264,9 @@ typedef struct {
 /* An easy handle with what configure() last set on it. */
 struct ar__http_easy_s {
   CURL *curl;
-  int used;     /* options have been set: reset before configuring anew */
-  int reusable; /* cfg holds: a request with the same cfg may skip reset */
+  int used;      /* options have been set: reset before configuring anew */
+  int reusable;  /* cfg holds: a request with the same cfg may skip reset */
+  CURLSH *share; /* the cookie jar attached (CURLOPT_SHARE), or NULL */
   easy_cfg_t cfg;
   /* CURLOPT_ERRORBUFFER. Here rather than in each request, which copies
    * the rare message out (complete()). */
@@ -242,9 +284,15 @@ struct ar__http_s {
   int nidle, idle_cap;
   sock_t **socks; /* polls by descriptor, parked ones included */
   size_t socks_cap;
-  int nsocks;  /* sockets curl watches (not parked) */
-  int handles; /* uv handles not through their close callback */
+  int nsocks;       /* sockets curl watches (not parked) */
+  int nowned;       /* sockets open_cb made that are not closed yet */
+  int handles;      /* uv handles not through their close callback */
+  int violations;   /* owned polls found stale while running: see sock_t */
+  int unannounced;  /* owned sockets curl closed without close_cb */
+  int multi_errors; /* curl_multi_* failures */
+  uint64_t resent;  /* requests sent again on a fresh connection */
   int closing;
+  int deferred; /* a request has nomem set: see defer_fail */
   uint64_t seq;
 };
 
@@ -282,14 +330,27 @@ static sock_t *sock_find(ar__http_t *H, curl_socket_t fd) {
 static void sock_close(ar__http_t *H, sock_t *s) {
   H->socks[s->fd] = NULL;
   if (s->wanted) H->nsocks--;
+  if (s->owned) H->nowned--;
   uv_close((uv_handle_t *)&s->poll, sock_close_cb);
 }
 
+static void poll_cb(uv_poll_t *p, int status, int events);
+
 /* Makes the poll run with events (0: stopped), touching libuv only when
  * they change. */
-static void sock_watch(sock_t *s, int events);
+static void sock_watch(sock_t *s, int events) {
+  if (events == s->events) return;
+  int rc = events != 0 ? uv_poll_start(&s->poll, events, poll_cb)
+                       : uv_poll_stop(&s->poll);
+  /* libuv fails neither for a descriptor it accepted in uv_poll_init. */
+  assert(rc == 0);
+  (void)rc;
+  s->events = events;
+}
 
-static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
+/* A poll for fd, entered in the table. Returns NULL when memory runs out
+ * (or libuv refuses the descriptor); nothing is changed then. */
+static sock_t *sock_open(ar__http_t *H, curl_socket_t fd, int owned) {
   if (fd < 0) return NULL;
   if ((size_t)fd >= H->socks_cap) {
     size_t cap = H->socks_cap ? H->socks_cap : 64;
@@ -301,7 +362,7 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
     H->socks = socks;
     H->socks_cap = cap;
   }
-  sock_t *s = malloc(sizeof *s);
+  sock_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   if (uv_poll_init_socket(H->E->loop, &s->poll, fd) != 0) {
     free(s);
@@ -310,8 +371,15 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
   s->poll.data = s;
   s->H = H;
   s->fd = fd;
-  s->events = 0;
-  s->wanted = 0;
+  s->owned = (uint8_t)owned;
+  if (owned) {
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+      s->dev = st.st_dev;
+      s->ino = st.st_ino;
+    }
+    H->nowned++;
+  }
   H->socks[fd] = s;
   H->handles++;
   H->E->handles_open++;
@@ -320,25 +388,58 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd) {
 
 static void drain(ar__http_t *H);
 static void easy_free(ar__http_easy_t *ez);
+static void complete(ar__http_req_t *req, CURLcode rc);
+
+/* Runs curl on the timeout, then delivers what finished. A failing
+ * curl_multi_socket_action is counted (http.stats() shows it) and is not
+ * fatal: drain() still delivers whatever curl finished. */
+static void act(ar__http_t *H, curl_socket_t fd, int flags) {
+  int running;
+  CURLMcode rc = api.multi_socket_action(H->multi, fd, flags, &running);
+  if (rc != CURLM_OK) H->multi_errors++;
+  drain(H);
+}
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
   sock_t *s = p->data;
   ar__http_t *H = s->H;
-  int flags = 0, running;
+  curl_socket_t fd = s->fd;
+  int flags = 0;
+  /* On POLLERR libuv has already stopped the poll. */
+  if (status < 0) s->events = 0;
   if (!s->wanted) { /* parked: curl checks the connection before reuse */
     sock_watch(s, 0);
     return;
   }
-  if (status < 0) {
-    flags = CURL_CSELECT_ERR;
-  } else {
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  }
-  /* s may be closed inside this call (curl is done with the socket); its
-   * memory lasts until the close callback, but it is not used again. */
-  api.multi_socket_action(H->multi, s->fd, flags, &running);
+  /* An error is not curl's CURL_CSELECT_ERR: that makes it fail the
+   * transfer at once. Reported as ready for what curl waits for, the
+   * socket is read (or written) and curl sees the reset or the end of the
+   * stream itself, and decides: a kept-alive connection the server closed
+   * under a request is retried on a fresh one, as the curl tool does. */
+  if (status < 0) events = s->want;
+  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  int running;
+  if (api.multi_socket_action(H->multi, fd, flags, &running) != CURLM_OK)
+    H->multi_errors++;
+  /* s may have been closed in there (its memory lasts until the close
+   * callback, and its number may already mean a new socket): only the
+   * table says whether it is still this one. If curl still wants it, the
+   * poll libuv stopped runs again. */
+  if (!H->closing && sock_find(H, fd) == s && s->wanted) sock_watch(s, s->want);
   drain(H);
+}
+
+/* Called from inside curl when a socket cannot be watched (no memory):
+ * the transfer is ended after curl returns, by drain(). Never -1 from
+ * socket_cb, which would make curl fail every transfer of the multi. */
+static void defer_fail(ar__http_t *H, CURL *easy) {
+  char *priv = NULL;
+  if (easy == NULL) return;
+  api.easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+  if (priv == NULL) return;
+  ((ar__http_req_t *)priv)->nomem = 1;
+  H->deferred = 1;
 }
 
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
@@ -348,41 +449,64 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
   sock_t *s = sock_find(H, fd);
   if (what == CURL_POLL_REMOVE) {
     if (s == NULL) return 0;
-    curl_socket_t kept = CURL_SOCKET_BAD;
-    if (easy != NULL) api.easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &kept);
-    if (kept != fd || H->closing) {
+    if (!s->owned || H->closing) {
       sock_close(H, s);
-    } else if (s->wanted) { /* park it: see sock_t */
+      return 0;
+    }
+    if (s->wanted) {
       s->wanted = 0;
+      s->want = 0;
       H->nsocks--;
       uv_unref((uv_handle_t *)&s->poll);
     }
+    /* Park it running only when it is the connection's established socket
+     * (see sock_t); otherwise stop it, which leaves libuv nothing pending
+     * on the descriptor whatever curl does with it next. */
+    curl_socket_t active = CURL_SOCKET_BAD;
+    if (easy != NULL) api.easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &active);
+    if (active != fd) sock_watch(s, 0);
     return 0;
   }
   if (H->closing) return 0;
-  if (s == NULL && (s = sock_open(H, fd)) == NULL) {
-    /* Nothing will watch this socket; the transfer ends at its timeout. */
-    return -1;
+  if (s == NULL && (s = sock_open(H, fd, 0)) == NULL) {
+    defer_fail(H, easy);
+    return 0;
   }
   if (!s->wanted) {
     s->wanted = 1;
     H->nsocks++;
     uv_ref((uv_handle_t *)&s->poll);
   }
-  int events = 0;
-  if (what & CURL_POLL_IN) events |= UV_READABLE;
-  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  sock_watch(s, events);
+  s->want = 0;
+  if (what & CURL_POLL_IN) s->want |= UV_READABLE;
+  if (what & CURL_POLL_OUT) s->want |= UV_WRITABLE;
+  sock_watch(s, s->want);
   return 0;
 }
 
-static void sock_watch(sock_t *s, int events) {
-  if (events == s->events) return;
-  if (events != 0)
-    uv_poll_start(&s->poll, events, poll_cb);
-  else
-    uv_poll_stop(&s->poll);
-  s->events = events;
+/* CURLOPT_OPENSOCKETFUNCTION: the socket and its poll are made together,
+ * so every connection socket is owned (see sock_t). On failure returns
+ * CURL_SOCKET_BAD, which fails this connection attempt only. */
+static curl_socket_t open_cb(void *userp, curlsocktype purpose,
+                             struct curl_sockaddr *addr) {
+  ar__http_t *H = userp;
+  (void)purpose;
+  int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (fd < 0) return CURL_SOCKET_BAD;
+  sock_t *stale = sock_find(H, fd);
+  if (stale != NULL) {
+    /* Only an unowned socket's poll can outlive its descriptor (curl
+     * closed it before CURL_POLL_REMOVE); an owned one would break the
+     * invariant, which the counter lets the tests see. */
+    if (stale->owned && stale->events != 0) H->violations++;
+    if (stale->owned) H->unannounced++;
+    sock_close(H, stale);
+  }
+  if (H->closing || sock_open(H, fd, 1) == NULL) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  return fd;
 }
 
 /* CURLOPT_CLOSESOCKETFUNCTION: the poll goes before the descriptor, so
@@ -394,12 +518,7 @@ static int close_cb(void *userp, curl_socket_t fd) {
   return close(fd);
 }
 
-static void timer_cb(uv_timer_t *t) {
-  ar__http_t *H = t->data;
-  int running;
-  api.multi_socket_action(H->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  drain(H);
-}
+static void timer_cb(uv_timer_t *t) { act(t->data, CURL_SOCKET_TIMEOUT, 0); }
 
 static int timer_fn(CURLM *multi, long ms, void *userp) {
   (void)multi;
@@ -417,14 +536,15 @@ ar__http_t *ar__http_new(ar_engine_t *E) {
   H->E = E;
   ar__list_init(&H->active);
   H->multi = api.multi_init();
-  if (H->multi == NULL) {
+  if (H->multi == NULL ||
+      api.multi_setopt(H->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) ||
+      api.multi_setopt(H->multi, CURLMOPT_SOCKETDATA, (void *)H) ||
+      api.multi_setopt(H->multi, CURLMOPT_TIMERFUNCTION, timer_fn) ||
+      api.multi_setopt(H->multi, CURLMOPT_TIMERDATA, (void *)H)) {
+    if (H->multi != NULL) api.multi_cleanup(H->multi);
     free(H);
     return NULL;
   }
-  api.multi_setopt(H->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-  api.multi_setopt(H->multi, CURLMOPT_SOCKETDATA, (void *)H);
-  api.multi_setopt(H->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
-  api.multi_setopt(H->multi, CURLMOPT_TIMERDATA, (void *)H);
   uv_timer_init(E->loop, &H->timer);
   H->timer.data = H;
   H->handles = 1;
@@ -448,6 +568,7 @@ void ar__http_close(ar__http_t *H) {
     req->easy = NULL;
     req->state = AR__REQ_DONE;
     req->result = CURLE_ABORTED_BY_CALLBACK;
+    req->aborted = 1;
   }
   H->nactive = 0;
   for (int i = 0; i < H->nidle; i++)
@@ -472,6 +593,19 @@ void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st) {
   st->sockets = H->nsocks;
   st->pooled = H->nidle;
   st->handles = H->handles;
+  st->owned = H->nowned;
+  st->violations = H->violations;
+  st->unannounced = H->unannounced;
+  st->multi_errors = H->multi_errors;
+  st->resent = H->resent;
+  /* An owned poll whose descriptor is closed, or is now another socket. */
+  for (size_t fd = 0; fd < H->socks_cap; fd++) {
+    const sock_t *s = H->socks[fd];
+    struct stat sb;
+    if (s == NULL || !s->owned || s->events == 0) continue;
+    if (fstat(s->fd, &sb) != 0 || sb.st_dev != s->dev || sb.st_ino != s->ino)
+      st->stale++;
+  }
 }
 
 /* ---- easy handles ----------------------------------------------------------
@@ -488,7 +622,18 @@ static ar__http_easy_t *easy_acquire(ar__http_t *H) {
   return ez;
 }
 
+/* Detaches a handle from its cookie jar, which curl_easy_reset would not
+ * do, and frees curl's list of cookie files, which it would leak. */
+static void easy_leave_jar(ar__http_easy_t *ez) {
+  if (ez->share == NULL) return;
+  opt_ptr(ez->curl, CURLOPT_COOKIEFILE, NULL);
+  opt_ptr(ez->curl, CURLOPT_SHARE, NULL);
+  ez->share = NULL;
+  ez->reusable = 0;
+}
+
 static void easy_free(ar__http_easy_t *ez) {
+  easy_leave_jar(ez);
   api.easy_cleanup(ez->curl);
   free(ez);
 }
@@ -538,7 +683,10 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
     if (cap < need) cap = need;
     if (cap > req->max_body) cap = req->max_body;
     char *buf = realloc(req->body_buf, cap);
-    if (buf == NULL) return 0;
+    if (buf == NULL) {
+      req->nomem = 1;
+      return 0;
+    }
     req->body_buf = buf;
     req->body_cap = cap;
   }
@@ -558,7 +706,10 @@ static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
     while (cap < req->hdr_size + len)
       cap *= 2;
     char *buf = realloc(req->hdr_buf, cap);
-    if (buf == NULL) return 0;
+    if (buf == NULL) {
+      req->nomem = 1;
+      return 0;
+    }
     req->hdr_buf = buf;
     req->hdr_cap = cap;
   }
@@ -586,7 +737,9 @@ static int has_header(const struct curl_slist *l, const char *name) {
  * fit easy_cfg_t (see there). */
 static int describe(const ar__http_req_t *req, easy_cfg_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
-  if (req->body != NULL || req->proxy != NULL || req->headers_owned) return 0;
+  if (req->body != NULL || req->proxy != NULL || req->headers_owned ||
+      req->jar != NULL)
+    return 0;
   if (strcmp(req->method, "HEAD") == 0)
     cfg->head = 1;
   else if (strcmp(req->method, "GET") != 0)
@@ -626,6 +779,7 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
 #define SET(call)                                                              \
   if (rc == CURLE_OK) rc = (call)
   if (!(reusable && ez->reusable && same_cfg(&cfg, &ez->cfg))) {
+    easy_leave_jar(ez);
     if (ez->used) api.easy_reset(e);
     ez->used = 1;
     ez->reusable = 0; /* until every option below is set */
@@ -644,6 +798,8 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
       SET(opt_ptr(e, CURLOPT_USERAGENT, api.user_agent));
     SET(opt_ptr(e, CURLOPT_WRITEFUNCTION, (void *)write_cb));
     SET(opt_ptr(e, CURLOPT_HEADERFUNCTION, (void *)header_cb));
+    SET(opt_ptr(e, CURLOPT_OPENSOCKETFUNCTION, (void *)open_cb));
+    SET(opt_ptr(e, CURLOPT_OPENSOCKETDATA, req->H));
     SET(opt_ptr(e, CURLOPT_CLOSESOCKETFUNCTION, (void *)close_cb));
     SET(opt_ptr(e, CURLOPT_CLOSESOCKETDATA, req->H));
     if (req->headers != NULL) SET(opt_ptr(e, CURLOPT_HTTPHEADER, req->headers));
@@ -651,6 +807,13 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
      * http_proxy and friends from the environment, as aiohttp does by
      * default, so a stray variable cannot divert loopback traffic. */
     SET(opt_ptr(e, CURLOPT_PROXY, req->proxy != NULL ? req->proxy : ""));
+    /* A jar: curl's cookie engine, in memory ("" reads no file), its
+     * cookies shared by every request of the session. */
+    if (req->jar != NULL) {
+      SET(opt_ptr(e, CURLOPT_SHARE, req->jar));
+      if (rc == CURLE_OK) ez->share = req->jar;
+      SET(opt_ptr(e, CURLOPT_COOKIEFILE, ""));
+    }
     if (strcmp(m, "HEAD") == 0) {
       SET(opt_long(e, CURLOPT_NOBODY, 1L));
     } else if (req->body != NULL) {
@@ -690,6 +853,31 @@ static CURLcode configure(ar__http_req_t *req, ar__http_easy_t *ez,
   if (remaining > 0) SET(opt_long(e, CURLOPT_TIMEOUT_MS, to_ms(remaining)));
 #undef SET
   return rc;
+}
+
+/* ---- cookie jars ----------------------------------------------------------
+ */
+
+CURLSH *ar__http_jar_new(void) {
+  CURLSH *sh = api.share_init();
+  if (sh != NULL && api.share_setopt(sh, CURLSHOPT_SHARE,
+                                     CURL_LOCK_DATA_COOKIE) != CURLSHE_OK) {
+    api.share_cleanup(sh);
+    sh = NULL;
+  }
+  return sh;
+}
+
+void ar__http_jar_free(ar__http_t *H, CURLSH *jar) {
+  /* Pooled handles may still hold it: they leave it first. */
+  for (int i = 0; H != NULL && i < H->nidle; i++) {
+    ar__http_easy_t *ez = H->idle[i];
+    if (ez->share == jar) easy_leave_jar(ez);
+  }
+  /* In use only if a request of the session were still running, which
+   * cannot be, as every request anchors its session; were it so, the jar
+   * would be left to the process rather than freed under the transfer. */
+  if (api.share_cleanup(jar) != CURLSHE_OK && H != NULL) H->multi_errors++;
 }
 
 /* ---- limits and the request lifecycle ---------------------------------------
@@ -789,7 +977,8 @@ static void fail(ar__http_req_t *req, CURLcode code, const char *msg) {
  * keeps them. */
 static void size_cache(ar__http_t *H) {
   H->peak = H->nactive;
-  api.multi_setopt(H->multi, CURLMOPT_MAXCONNECTS, 4L * H->peak);
+  /* Only a hint: on failure curl keeps its default. */
+  (void)api.multi_setopt(H->multi, CURLMOPT_MAXCONNECTS, 4L * H->peak);
 }
 
 static int start(ar__http_req_t *req) {
@@ -885,7 +1074,9 @@ static void detach(ar__http_req_t *req) {
   ar__http_host_t *host = req->host;
   ar__list_remove(&req->node);
   H->nactive--;
-  api.multi_remove_handle(H->multi, req->easy->curl);
+  /* Fails only for a handle curl does not know, which is a bug here. */
+  if (api.multi_remove_handle(H->multi, req->easy->curl) != CURLM_OK)
+    H->multi_errors++;
   easy_release(H, req->easy);
   req->easy = NULL;
   host->active--;
@@ -907,38 +1098,124 @@ void ar__http_abort(ar__http_req_t *req) {
   }
   req->state = AR__REQ_DONE;
   req->result = CURLE_ABORTED_BY_CALLBACK;
+  req->aborted = 1;
   req->done_ns = uv_hrtime();
+}
+
+/* Whether a failed transfer may be sent again on a new connection: it
+ * failed on a connection taken from the cache (no new one was made), with
+ * nothing of a response received, and its method is idempotent (RFC 9110
+ * 9.2.2), so a server that did see it cannot mind seeing it twice.
+ *
+ * This is the race every HTTP/1.1 client with keep-alive has: the server
+ * closes an idle connection (without "Connection: close", or by a reset)
+ * just as a request goes out on it. curl retries some of these itself, but
+ * not all when transfers run side by side (the curl tool with --parallel
+ * fails them too); browsers, Go and urllib3 resend idempotent requests in
+ * exactly this case, and so does this client, at most twice. */
+static int may_resend(const ar__http_req_t *req, CURLcode rc) {
+  static const char *const idempotent[] = {"GET",   "HEAD", "OPTIONS",
+                                           "TRACE", "PUT",  "DELETE"};
+  CURL *e = req->easy->curl;
+  long connects = -1, hdr = -1;
+  curl_off_t got = -1;
+  int ok = 0;
+  if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR &&
+      rc != CURLE_GOT_NOTHING)
+    return 0;
+  if (req->resent >= 2 || req->too_large || req->nomem) return 0;
+  for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
+    ok |= strcmp(req->method, idempotent[i]) == 0;
+  return ok && api.easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects) == 0 &&
+         connects == 0 &&
+         api.easy_getinfo(e, CURLINFO_HEADER_SIZE, &hdr) == 0 && hdr == 0 &&
+         api.easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &got) == 0 && got == 0;
+}
+
+/* Sends req again on a fresh connection, keeping its place in the multi's
+ * bookkeeping. Returns 0, or -1 when curl will not take it back (the
+ * caller then fails it as it would have). */
+static int resend(ar__http_req_t *req) {
+  ar__http_t *H = req->H;
+  ar__http_easy_t *ez = req->easy;
+  CURL *e = ez->curl;
+  if (api.multi_remove_handle(H->multi, e) != CURLM_OK) return -1;
+  req->resent++;
+  H->resent++;
+  req->body_size = 0;
+  req->hdr_size = 0;
+  /* FRESH_CONNECT is not part of easy_cfg_t: the next user resets. */
+  ez->reusable = 0;
+  if (opt_long(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK) return -1;
+  if (req->timeout > 0) {
+    double remaining = req->timeout - elapsed(req);
+    if (remaining <= 0) return -1;
+    if (opt_long(e, CURLOPT_TIMEOUT_MS, to_ms(remaining)) != CURLE_OK)
+      return -1;
+  }
+  char kept[CURL_ERROR_SIZE];
+  memcpy(kept, ez->errbuf, sizeof kept);
+  ez->errbuf[0] = '\0';
+  if (api.multi_add_handle(H->multi, e) != CURLM_OK) {
+    memcpy(ez->errbuf, kept, sizeof kept);
+    return -1;
+  }
+  return 0;
 }
 
 static void complete(ar__http_req_t *req, CURLcode rc) {
   CURL *e = req->easy->curl;
+  /* A failed resend ends the request with the first failure (detach()'s
+   * removal of a handle already out of the multi is harmless). */
+  if (may_resend(req, rc) && resend(req) == 0) return;
+  const char *errbuf = req->easy->errbuf;
   char *url = NULL;
+  long redirects = 0;
   req->result = rc;
   req->done_ns = uv_hrtime();
   api.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &req->status);
   api.easy_getinfo(e, CURLINFO_HTTP_VERSION, &req->http_version);
+  api.easy_getinfo(e, CURLINFO_REDIRECT_COUNT, &redirects);
   /* Kept only when it differs: NULL means the URL asked for. */
   if (api.easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK &&
       url != NULL && strcmp(url, req->url) != 0)
     req->final_url = strdup(url);
-  if (req->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+  if (req->nomem) {
+    /* Our own buffers (write_cb, header_cb) or a poll (defer_fail). */
+    req->result = CURLE_OUT_OF_MEMORY;
+  } else if (req->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     char msg[96];
     req->too_large = 1;
     snprintf(msg, sizeof msg, "response body exceeds max_body (%zu bytes)",
              req->max_body);
     req->errmsg = strdup(msg);
-  } else if (rc == CURLE_WRITE_ERROR) {
-    req->result = CURLE_OUT_OF_MEMORY;
-  } else if (rc != CURLE_OK && req->easy->errbuf[0] != '\0') {
-    req->errmsg = strdup(req->easy->errbuf);
+  } else if (rc == CURLE_OUT_OF_MEMORY && req->status > 0) {
+    /* curl refuses a response header line over CURL_MAX_HTTP_HEADER
+     * (100 KB) with its out-of-memory code, and without a message. Once
+     * the status line is in, that is the likely cause: the server's doing,
+     * not a shortage here. */
+    req->too_large = 1;
+    req->result = CURLE_RECV_ERROR;
+    req->errmsg = strdup("a response header exceeds curl's limit (100 KB)");
+  } else if (rc == CURLE_UNSUPPORTED_PROTOCOL && redirects == 0) {
+    /* The URL was checked before the request, so this is the answer: a
+     * status line that is not HTTP/1.x (curl takes it for HTTP/0.9). A
+     * redirect to another scheme keeps the code (kind "invalid_url"). */
+    req->result = CURLE_WEIRD_SERVER_REPLY;
+    req->errmsg = strdup(errbuf[0] != '\0' ? errbuf
+                                           : "the response is not HTTP/1.x "
+                                             "(no valid status line)");
+  } else if (rc != CURLE_OK && errbuf[0] != '\0') {
+    req->errmsg = strdup(errbuf);
   }
   detach(req);
   req->state = AR__REQ_DONE;
   if (req->done_cb != NULL) req->done_cb(req);
 }
 
-/* Delivers what curl has finished. Runs after curl_multi_socket_action
- * returned, so removing handles and starting new ones is allowed. */
+/* Delivers what curl has finished, and the requests defer_fail marked.
+ * Runs after curl_multi_socket_action returned, so removing handles and
+ * starting new ones is allowed. */
 static void drain(ar__http_t *H) {
   CURLMsg *m;
   int left;
@@ -948,6 +1225,19 @@ static void drain(ar__http_t *H) {
     char *priv = NULL;
     api.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
     complete((ar__http_req_t *)priv, rc);
+  }
+  while (H->deferred && !H->closing) {
+    ar__list_t *n;
+    ar__http_req_t *req = NULL;
+    H->deferred = 0;
+    for (n = H->active.next; n != &H->active && req == NULL; n = n->next) {
+      ar__http_req_t *r = ar__container_of(n, ar__http_req_t, node);
+      if (r->nomem) req = r;
+    }
+    if (req != NULL) {
+      H->deferred = 1; /* look again: complete() may start others */
+      complete(req, CURLE_OUT_OF_MEMORY);
+    }
   }
 }
 
@@ -965,7 +1255,10 @@ const char *ar__http_error_kind(const ar__http_req_t *req) {
   case CURLE_OPERATION_TIMEDOUT: return "timeout";
   case CURLE_FILESIZE_EXCEEDED: return "too_large";
   case CURLE_TOO_MANY_REDIRECTS: return "too_many_redirects";
-  case CURLE_ABORTED_BY_CALLBACK: return "cancelled";
+  /* Only an abort of ours is a cancellation; retry, groups and map treat
+   * the kind as one. */
+  case CURLE_ABORTED_BY_CALLBACK:
+    return req->aborted ? "cancelled" : "protocol";
   case CURLE_SSL_CONNECT_ERROR:
   case CURLE_PEER_FAILED_VERIFICATION:
   case CURLE_SSL_ENGINE_NOTFOUND:

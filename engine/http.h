@@ -69,6 +69,9 @@ struct ar__http_req_s {
   uint8_t too_large;
   uint8_t verify_tls;
   uint8_t headers_owned; /* headers is ours to free */
+  uint8_t nomem;         /* failed for want of memory on our side */
+  uint8_t aborted;       /* ended by ar__http_abort or ar__http_close */
+  uint8_t resent;        /* times sent again on a fresh connection */
   uint64_t seq;          /* FIFO order among waiters */
 
   /* What to send (borrowed unless said otherwise). */
@@ -79,6 +82,7 @@ struct ar__http_req_s {
   struct curl_slist *headers; /* with User-Agent and Accept-Encoding lines
                                * when possible: see ar__http_user_agent */
   const char *proxy;      /* NULL: none (environment variables are ignored) */
+  CURLSH *jar;            /* a cookie jar (ar__http_jar_new), or NULL */
   double timeout;         /* total seconds, 0: none */
   double connect_timeout; /* 0: curl's default */
   long max_redirects;     /* 0: do not follow */
@@ -141,12 +145,27 @@ int ar__http_url(const char *base, const char *url, const char *query,
 struct curl_slist *ar__http_slist_append(struct curl_slist *l, const char *s);
 void ar__http_slist_free(struct curl_slist *l);
 
+/* A cookie jar: curl's cookie engine in memory, shared by the requests
+ * that name it (req->jar). Returns NULL when memory runs out. Free it only
+ * when none of its requests is in flight; H (may be NULL) is the multi
+ * whose pooled handles may still hold it. */
+CURLSH *ar__http_jar_new(void);
+void ar__http_jar_free(ar__http_t *H, CURLSH *jar);
+
 /* Counters for tests and stats. */
 typedef struct {
   int active;  /* transfers in the multi */
   int sockets; /* sockets curl watches (idle connections are not) */
   int pooled;  /* idle easy handles kept for reuse */
   int handles; /* uv handles of this module not through their close cb */
+  int owned;   /* connection sockets open (made by the module for curl) */
+  /* The socket-ownership invariant (engine/http.c, sock_t): owned polls
+   * whose descriptor is no longer their socket, now and ever. Both 0. */
+  int stale;
+  int violations;
+  int unannounced;  /* owned sockets curl closed without telling (7.88) */
+  int multi_errors; /* curl_multi_* calls that failed (always 0) */
+  uint64_t resent;  /* requests sent again on a fresh connection, ever */
 } ar__http_stats_t;
 void ar__http_stats(const ar__http_t *H, ar__http_stats_t *st);
 

@@ -11,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "asyncrun.h"
+#include "http.h"
 
 #include "check.h"
 
@@ -153,6 +155,68 @@ static void test_free_with_transfers_in_flight(void) {
   CHECK_INT(count_fds(), fds0);
 }
 
+/* Out of descriptors: the connections that cannot get a socket fail with
+ * kind "connect", one by one; the others go on to their own end (here a
+ * timeout); no transfer is reported as cancelled, the multi handle lives
+ * on, and with descriptors back the next requests work. */
+static void test_out_of_descriptors(void) {
+  struct rlimit old, low;
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &old) == 0);
+  ar_engine_t *E = ar_engine_new(NULL);
+  REQUIRE(E != NULL);
+  /* Loads the multi first, so that libcurl's own descriptors exist. */
+  run(E, "local http = require 'async.http'\n"
+         "local silent, closed = %d, %d\n"
+         "pcall(http.get, 'http://127.0.0.1:' .. closed .. '/')\n");
+  low = old;
+  low.rlim_cur = (rlim_t)count_fds() + 12;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  run(E, "local async = require 'async'\n"
+         "local http = require 'async.http'\n"
+         "local kinds = {}\n"
+         "local tasks = {}\n"
+         "for i = 1, 40 do tasks[i] = async.spawn(function()\n"
+         "  local ok, e = pcall(http.get, 'http://127.0.0.1:%d/', "
+         "{timeout = 0.5})\n"
+         "  assert(not ok and type(e) == 'table', tostring(e))\n"
+         "  kinds[e.kind] = (kinds[e.kind] or 0) + 1\n"
+         "end) end\n"
+         "async.gather(tasks)\n"
+         "assert(not kinds.cancelled, 'a transport failure said cancelled')\n"
+         "assert(kinds.connect and kinds.connect > 0, 'no connect failure')\n"
+         "assert(kinds.timeout and kinds.timeout > 0, 'no timeout')\n"
+         "assert((kinds.connect + kinds.timeout) == 40)\n"
+         "local st = http.stats()\n"
+         "assert(st.active == 0 and st.stale == 0 and st.multi_errors == 0)\n");
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &old) == 0);
+  run(E, "local http = require 'async.http'\n"
+         "local silent, closed = %d, %d\n"
+         "local ok, e = pcall(http.get, 'http://127.0.0.1:' .. closed .. '/')\n"
+         "assert(e.kind == 'connect', tostring(e))\n"
+         "ok, e = pcall(http.get, 'http://127.0.0.1:' .. silent .. '/', "
+         "{timeout = 0.2})\n"
+         "assert(e.kind == 'timeout', tostring(e))\n");
+  ar_engine_free(E);
+}
+
+/* CURLE_ABORTED_BY_CALLBACK, which curl also reports for every transfer
+ * of a multi whose socket callback failed, is a cancellation only when we
+ * aborted the request; a transport failure never says "cancelled". */
+static void test_abort_kinds(void) {
+  ar__http_req_t req;
+  ar__http_req_init(&req);
+  req.result = CURLE_ABORTED_BY_CALLBACK;
+  CHECK(strcmp(ar__http_error_kind(&req), "protocol") == 0);
+  req.aborted = 1;
+  CHECK(strcmp(ar__http_error_kind(&req), "cancelled") == 0);
+  req.aborted = 0;
+  req.result = CURLE_WEIRD_SERVER_REPLY;
+  CHECK(strcmp(ar__http_error_kind(&req), "protocol") == 0);
+  req.result = CURLE_RECV_ERROR;
+  req.too_large = 1;
+  CHECK(strcmp(ar__http_error_kind(&req), "too_large") == 0);
+}
+
 /* An engine that never makes a request never loads its multi. */
 static void test_no_request_no_multi(void) {
   ar_engine_t *E = ar_engine_new(NULL);
@@ -167,10 +231,12 @@ int main(void) {
   int silent = listen_socket(&silent_port);
   int closed = listen_socket(&closed_port);
   close(closed);
+  test_abort_kinds();
   test_no_request_no_multi();
   test_two_engines_interleaved();
   test_two_engines_on_two_threads();
   test_free_with_transfers_in_flight();
+  test_out_of_descriptors();
   close(silent);
   return check_summary("test_http_engine");
 }

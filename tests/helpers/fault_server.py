@@ -13,15 +13,33 @@ seconds (first argument, default 300).
   /brief        the same, then closes the connection if no other request
                 comes on it within 0.1 s (a short keep-alive timeout)
   /stats        {"open": connections open now, "total": accepted so far}
+  /close        200 {"ok": true} as HTTP/1.1 without "Connection: close",
+                then closes the connection (the client cannot know)
+  /reset        the same, then resets the connection (RST) right after
+  /resetfirst   reads the request and resets the connection, no answer
+  /garbage      a status line that is not HTTP ("FOO 200 yes"), then text
+  /http09       a bare body with no status line at all (HTTP/0.9)
+  /hugeheader   200 with one header line of 200 KB
+  /slow         answers after 5 s (for killing the server under a request)
+  /html404      404 with an HTML page
+  /big?n=N      200 with a JSON list of N integers (N up to 10**6)
 """
 import asyncio
 import json
 import os
 import socket
+import struct
 import sys
 import time
 
 STATE = {"open": 0, "total": 0}
+
+
+def reset(writer):
+    """Closes the connection with a RST: SO_LINGER 0, then close."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def response(status, body, ctype="application/json", extra=""):
@@ -67,7 +85,38 @@ async def handle(reader, writer):
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
                 await writer.drain()
                 break
-            if path.startswith("/badjson"):
+            if path.startswith("/close"):
+                writer.write(response("200 OK", b'{"ok": true}'))
+                await writer.drain()
+                break
+            if path.startswith("/resetfirst"):
+                reset(writer)
+                return
+            if path.startswith("/reset"):
+                writer.write(response("200 OK", b'{"ok": true}'))
+                await writer.drain()
+                reset(writer)
+                return
+            if path.startswith("/garbage"):
+                writer.write(b"FOO 200 yes\r\nContent-Length: 5\r\n\r\nhello")
+                await writer.drain()
+                break
+            if path.startswith("/http09"):
+                writer.write(b"hello, this is not a status line\n")
+                await writer.drain()
+                break
+            if path.startswith("/slow"):
+                await asyncio.sleep(5)
+                writer.write(response("200 OK", b'{"ok": true}'))
+            elif path.startswith("/hugeheader"):
+                writer.write(response("200 OK", b"{}", extra="X-Huge: %s\r\n" % ("h" * 200000)))
+            elif path.startswith("/html404"):
+                writer.write(response("404 Not Found", b"<html><body>Not here</body></html>",
+                                      ctype="text/html; charset=utf-8"))
+            elif path.startswith("/big"):
+                n = min(int(path.split("n=", 1)[1]), 10**6) if "n=" in path else 10
+                writer.write(response("200 OK", json.dumps(list(range(n))).encode()))
+            elif path.startswith("/badjson"):
                 writer.write(response("200 OK", b'{"a": 1, "b": [1, 2,, 3]}'))
             elif path.startswith("/json"):
                 writer.write(response("200 OK", b'{"ok": true}'))
@@ -85,7 +134,8 @@ async def handle(reader, writer):
         pass
     finally:
         STATE["open"] -= 1
-        writer.close()
+        if not writer.transport.is_closing():
+            writer.close()
 
 
 async def watchdog(lifetime, parent):
