@@ -105,11 +105,12 @@ local function open_chunks(path, size)
   end
   local f, err = io.open(path, "rb")
   if not f then return nil, "cannot read " .. err end
-  local total = f:seek("end")
-  if total == nil then
+  local probe, perr = f:read(0)
+  if probe == nil and perr then
     f:close()
-    return nil, format("cannot read %s: it is a directory", path)
+    return nil, format("cannot read %s: %s", path, perr == "Is a directory" and "it is a directory" or perr)
   end
+  local total = f:seek("end")
   f:seek("set")
   return function()
     async.sleep(0) -- let the other tasks (the progress bar) run
