@@ -3,6 +3,8 @@
 // bindings/ljson.c walks in C to build Lua values. So no Lua call, and no
 // Lua error (a longjmp), ever crosses a C++ frame, and nothing C++ throws:
 // simdjson is used through its error-code API only.
+#include <cstdlib>
+#include <cstring>
 #include <new>
 #include <simdjson.h>
 
@@ -100,16 +102,97 @@ static size_t locate(const char *buf, size_t len) {
   return off < len ? off : len;
 }
 
+// Whether the integer literal s[0..n) (digits, after any '-') is outside
+// the 64-bit range simdjson's DOM parser accepts, [-2^63, 2^64).
+static bool too_big(const char *s, size_t n, bool neg) {
+  if (n != 19 && n != 20) return n > 20;
+  if (n == 20) return neg || memcmp(s, "18446744073709551615", 20) > 0;
+  return neg && memcmp(s, "9223372036854775808", 19) > 0;
+}
+
+// simdjson 3.0's DOM parser rejects integers outside the 64-bit range,
+// which JSON allows and which other decoders read as floats. This returns
+// a malloc'd copy of buf with ".0" after each such integer (so that it
+// parses as the nearest double), its length in *n, and in *at (malloc'd
+// too) the offsets in buf where ".0" went, *nat of them; NULL when there
+// is none (or no memory). Only strings need telling apart: the copy is
+// then parsed, and judged, by simdjson like any document.
+static char *widen(const char *buf, size_t len, size_t *n, size_t **at,
+                   size_t *nat) {
+  size_t extra = 0;
+  char *out = nullptr;
+  *nat = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1 && extra == 0) return nullptr;
+    if (pass == 1) {
+      out = (char *)malloc(len + extra);
+      *at = (size_t *)malloc(extra / 2 * sizeof **at);
+      if (out == nullptr || *at == nullptr) {
+        free(out);
+        free(*at);
+        return nullptr;
+      }
+    }
+    size_t o = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len;) {
+      char c = buf[i];
+      if (!in_string && ((c >= '0' && c <= '9') || c == '-')) {
+        size_t d = i + (c == '-'), j = d;
+        while (j < len && buf[j] >= '0' && buf[j] <= '9')
+          j++;
+        bool integer =
+            j == len || (buf[j] != '.' && buf[j] != 'e' && buf[j] != 'E');
+        bool big = integer && too_big(buf + d, j - d, c == '-');
+        if (out != nullptr) {
+          memcpy(out + o, buf + i, j - i);
+          o += j - i;
+          if (big) {
+            memcpy(out + o, ".0", 2);
+            o += 2;
+            (*at)[(*nat)++] = j;
+          }
+        } else if (big) {
+          extra += 2;
+        }
+        i = j;
+        continue;
+      }
+      size_t step = in_string && c == '\\' && i + 1 < len ? 2 : 1;
+      if (c == '"' && step == 1) in_string = !in_string;
+      if (out != nullptr) memcpy(out + o, buf + i, step);
+      o += step;
+      i += step;
+    }
+    *n = o;
+  }
+  return out;
+}
+
 extern "C" int ar__json_parse(ar__json_parser_t *p, const char *buf, size_t len,
                               ar__json_tape_t *out) {
   dom::element root;
   error_code e = p->dom.parse(buf, len, true).get(root);
+  char *wide = nullptr;
+  size_t wlen = 0, *at = nullptr, nat = 0;
+  if (e == NUMBER_ERROR && (wide = widen(buf, len, &wlen, &at, &nat)))
+    e = p->dom.parse(wide, wlen, true).get(root);
   if (e) {
     out->message = error_message(e);
     out->code = int(e);
-    out->offset = locate(buf, len);
-    return -1;
+    if (wide == nullptr) {
+      out->offset = locate(buf, len);
+    } else { /* found in the copy, told in buf's offsets */
+      size_t w = locate(wide, wlen), k = 0;
+      while (k < nat && at[k] + 2 * k + 2 <= w)
+        k++;
+      out->offset = w - 2 * k;
+    }
   }
+  // The tape keeps no pointer into its input: the copy can go.
+  free(wide);
+  free(at);
+  if (e) return -1;
   out->tape = p->dom.doc.tape.get();
   out->strings = p->dom.doc.string_buf.get();
   out->message = nullptr;

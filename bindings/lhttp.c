@@ -1030,9 +1030,13 @@ static int l_stats(lua_State *L) {
 }
 
 int luaopen_async_http(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"get", l_get},         {"post", l_post},   {"request", l_request},
-      {"session", l_session}, {"stats", l_stats}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"get", l_get},
+                                   {"post", l_post},
+                                   {"request", l_request},
+                                   {"session", l_session},
+                                   {"stats", l_stats},
+                                   {"serve", ar__http_serve},
+                                   {NULL, NULL}};
   static const luaL_Reg session_methods[] = {
       {"get", s_get}, {"post", s_post}, {"request", s_request}, {NULL, NULL}};
   static const luaL_Reg response_methods[] = {

@@ -10,6 +10,8 @@ int luaopen_async_json(lua_State *L);
 int luaopen_async_fs(lua_State *L);
 int luaopen_async_process(lua_State *L);
 int luaopen_async_net(lua_State *L);
+/* async.http.serve (bindings/lserver.c). */
+int ar__http_serve(lua_State *L);
 /* lua-cjson, linked in from Debian's static liblua5.4-cjson.a. */
 int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);

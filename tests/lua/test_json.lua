@@ -21,6 +21,18 @@ check.test("numbers beyond int64 and with a point or exponent are floats", funct
   check.eq(json.decode("1e3"), 1000.0)
   local big = json.decode("18446744073709551615")
   check.eq(math.type(big), "float"); check.eq(big, 18446744073709551615.0)
+  -- beyond 64 bits (simdjson's DOM parser alone would refuse them)
+  local t = json.decode('{"a": 123456789012345678901234567890, "b": [-9223372036854775809, 18446744073709551616],'
+                        .. ' "s": "99999999999999999999999 \\" 88888888888888888888888"}')
+  check.eq(t.a, 1.2345678901234568e29); check.eq(math.type(t.a), "float")
+  check.eq(t.b[1], -9223372036854775809.0); check.eq(math.type(t.b[1]), "float")
+  check.eq(t.b[2], 18446744073709551616.0)
+  check.eq(t.s, '99999999999999999999999 " 88888888888888888888888', "strings untouched")
+  check.eq(json.decode("-9223372036854775808"), math.mininteger)
+  check.eq(math.type(json.decode("-9223372036854775808")), "integer")
+  -- and errors after such a number still say where
+  local e = check.raises("json", json.decode, '[123456789012345678901234567890, 1e400]')
+  check.eq(e.position, 34)
 end)
 
 check.test("floats: the shortest text that reads back the same", function()

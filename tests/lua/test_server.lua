@@ -1,0 +1,216 @@
+-- http.serve: the script serves itself and fetches through async.http and
+-- curl. Routes, params, query, headers, JSON, 204/404/405/413/431/500, and
+-- a server that keeps serving after a handler fails.
+local async = require "async"
+local http = require "async.http"
+local cjson = require "cjson"
+local check = require "check"
+local outside = require "outside"
+
+-- A server with a few routes; the test closes it.
+local function api(opts)
+  opts = opts or {}
+  opts.handler = opts.handler or function(req, res)
+    if req.path == "/boom" then error("handler exploded") end
+    if req.path == "/nothing" then return end
+    if req.path == "/json-caught" then
+      local ok, e = pcall(req.json, req)
+      return res:status(422):send("caught " .. tostring(e.kind))
+    end
+    res:status(200):header("Content-Type", "text/plain"):send("fallback " .. req.path)
+  end
+  local srv = http.serve(opts)
+  srv:route("GET", "/users/:id/posts/:post", function(req, res)
+    res:json({ id = req.params.id, post = req.params.post, method = req.method })
+  end)
+  srv:route("POST", "/echo", function(req, res)
+    local v = req:json()
+    res:status(201):json({ got = v, ctype = req.headers["content-type"] })
+  end)
+  srv:route("GET", "/echo", function(req, res) res:send("get echo") end)
+  srv:route("GET", "/query", function(req, res)
+    res:json({ q = req.query, ua = req.headers["user-agent"], x = req.headers["x-two"] })
+  end)
+  srv:route("DELETE", "/only-delete", function(req, res) res:send("deleted") end)
+  srv:route("GET", "/files/*", function(req, res) res:send(req.params["*"]) end)
+  return srv
+end
+
+check.test("serve binds port 0 and returns at once; url and port", function()
+  local srv = http.serve({ port = 0, handler = function(req, res) res:send("hi") end })
+  check.truthy(srv.port > 0 and srv.port < 65536, "port")
+  check.eq(srv.url, "http://127.0.0.1:" .. srv.port)
+  local r = http.get(srv.url .. "/")
+  check.eq(r.status, 200)
+  check.eq(r.body, "hi")
+  check.eq(r.headers["content-length"], "2")
+  srv:close()
+  check.raises("connect", http.get, srv.url .. "/", { timeout = 5 })
+end)
+
+check.test("binding a port in use raises kind server", function()
+  local a = http.serve({ handler = function() end })
+  local e = check.raises("server", http.serve, { port = a.port, handler = function() end })
+  check.matches(e.message, "127%.0%.0%.1:" .. a.port)
+  a:close()
+end)
+
+check.test("bad arguments raise at the call", function()
+  check.matches(select(2, pcall(http.serve, 42)), "bad argument #1 to 'serve'")
+  check.matches(select(2, pcall(http.serve, { prot = 1 })), "unknown option 'prot'")
+  check.matches(select(2, pcall(http.serve, { host = "localhost" })), "numeric")
+  local srv = http.serve({})
+  check.matches(select(2, pcall(srv.route, srv, "GET", "nope", print)), "bad argument #2 to 'route'")
+  srv:close()
+end)
+
+check.test("routes with path parameters, then the handler", function()
+  local srv = api()
+  local r = http.get(srv.url .. "/users/42/posts/hello%20world")
+  check.eq(r.status, 200)
+  check.eq(r.headers["content-type"], "application/json")
+  local v = r:json()
+  check.eq(v.id, "42")
+  check.eq(v.post, "hello world")
+  check.eq(v.method, "GET")
+  r = http.get(srv.url .. "/files/a/b/c.txt")
+  check.eq(r.body, "a/b/c.txt")
+  r = http.get(srv.url .. "/elsewhere")
+  check.eq(r.body, "fallback /elsewhere")
+  check.eq(r.headers["content-type"], "text/plain")
+  srv:close()
+end)
+
+check.test("query (decoded) and headers (lower-case names)", function()
+  local srv = api()
+  local r = http.get(srv.url .. "/query?a=1&b=two+words&c=%C3%A9%26&flag",
+                     { headers = { ["User-Agent"] = "tester/1", ["X-Two"] = "v" } })
+  local v = r:json()
+  check.eq(v.q.a, "1")
+  check.eq(v.q.b, "two words")
+  check.eq(v.q.c, "\xC3\xA9&")
+  check.eq(v.q.flag, "")
+  check.eq(v.ua, "tester/1")
+  check.eq(v.x, "v")
+  srv:close()
+end)
+
+check.test("JSON echo, and bad JSON answered 400 unless caught", function()
+  local srv = api()
+  local doc = { name = "ada", tags = { "x", "y" }, n = 3 }
+  local r = http.post(srv.url .. "/echo", { json = doc })
+  check.eq(r.status, 201)
+  local v = r:json()
+  check.eq(v.got.name, "ada")
+  check.eq(v.got.tags[2], "y")
+  check.eq(v.got.n, 3)
+  check.eq(v.ctype, "application/json")
+  -- integers stay exact through req:json() and res:json() (async.json)
+  r = http.post(srv.url .. "/echo", { body = '{"big":9007199254740993}' })
+  check.matches(r.body, '"big":9007199254740993')
+  r = http.post(srv.url .. "/echo", { body = "{not json" })
+  check.eq(r.status, 400)
+  check.matches(r.body, "^bad request: invalid JSON")
+  r = http.post(srv.url .. "/json-caught", { body = "[1," })
+  check.eq(r.status, 422)
+  check.eq(r.body, "caught json")
+  srv:close()
+end)
+
+check.test("404 without handler; 405 with Allow", function()
+  local srv = api({ handler = nil })
+  srv._handler = nil
+  local r = http.get(srv.url .. "/missing")
+  check.eq(r.status, 404)
+  r = http.request({ method = "PUT", url = srv.url .. "/echo", body = "x" })
+  check.eq(r.status, 405)
+  check.eq(r.headers["allow"], "POST, GET")
+  r = http.get(srv.url .. "/only-delete")
+  check.eq(r.status, 405)
+  check.eq(r.headers["allow"], "DELETE")
+  r = http.request({ method = "DELETE", url = srv.url .. "/only-delete" })
+  check.eq(r.body, "deleted")
+  srv:close()
+end)
+
+check.test("a handler that answers nothing gets 204", function()
+  local srv = api()
+  local r = http.get(srv.url .. "/nothing")
+  check.eq(r.status, 204)
+  check.eq(r.body, "")
+  check.eq(r.headers["content-length"], nil)
+  srv:close()
+end)
+
+check.test("a raising handler: 500 without traceback; the next request succeeds", function()
+  local srv = api()
+  for _ = 1, 3 do
+    local r = http.get(srv.url .. "/boom")
+    check.eq(r.status, 500)
+    check.eq(r.body, "internal server error\n")
+    check.truthy(not r.body:find("exploded"), "no error text sent")
+    r = http.get(srv.url .. "/users/1/posts/2")
+    check.eq(r.status, 200)
+  end
+  srv:close()
+end)
+
+check.test("curl: 413 for a large body, 431 for large headers, keep-alive", function()
+  local srv = api({ max_body = 1000, max_header = 1024 })
+  local out = outside.run(string.format(
+    "head -c 5000 /dev/zero | curl -s -o /dev/null -w '%%{http_code}' --data-binary @- %s/echo", srv.url))
+  check.eq(out, "413")
+  out = outside.curl(string.format("-o /dev/null -w '%%{http_code}' -H 'X-Big: %s' %s/echo",
+                                   string.rep("a", 2000), srv.url))
+  check.eq(out, "431")
+  -- a body just under the limit still gets through
+  out = outside.curl(string.format("-w ' %%{http_code}' -H 'Content-Type: application/json' --data-binary '[%s1]' %s/echo",
+                                   string.rep("1,", 400), srv.url))
+  check.matches(out, " 201$")
+  -- two requests on one connection
+  local _, code = outside.run(string.format(
+    "curl -sv %s/echo %s/echo 2>&1 >/dev/null | grep -q 'Re-using existing connection'", srv.url, srv.url))
+  check.eq(code, 0, "connection reused")
+  srv:close()
+end)
+
+check.test("curl sees the status, headers and body a handler set", function()
+  local srv = http.serve({ handler = function(req, res)
+    res:status(203):header("X-Multi", "a"):header("X-Multi", "b"):send(req.method .. " " .. req:body())
+  end })
+  local out = outside.curl("-i -X PATCH --data-binary 'payload' " .. srv.url .. "/p")
+  check.matches(out, "^HTTP/1%.1 203 ")
+  check.matches(out, "\r\n[Xx]%-[Mm]ulti: a\r\n[Xx]%-[Mm]ulti: b\r\n")
+  check.matches(out, "\r\n\r\nPATCH payload$")
+  srv:close()
+end)
+
+check.test("tls: HTTPS with HTTP/2 through ALPN; a bad certificate raises kind tls", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir .. " && openssl req -x509 -newkey rsa:2048 -nodes -days 2" ..
+                    " -subj /CN=127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir ..
+                    "/cert.pem >/dev/null 2>&1"))
+  local srv = http.serve({ tls = { cert = dir .. "/cert.pem", key = dir .. "/key.pem" },
+                           timeout = 0.5,
+                           handler = function(req, res)
+                             if req.path == "/slow" then async.sleep(1.2) end
+                             res:send("secure " .. req.path)
+                           end })
+  check.eq(srv.url, "https://127.0.0.1:" .. srv.port)
+  local out = outside.curl("-k --http2 -w ' %{http_version}' " .. srv.url .. "/x")
+  check.eq(out, "secure /x 2")
+  local r = http.get(srv.url .. "/y", { verify_tls = false })
+  check.eq(r.body, "secure /y")
+  -- a handler slower than the request timeout is not cut short
+  out = outside.curl("-k --http2 " .. srv.url .. "/slow")
+  check.eq(out, "secure /slow")
+  r = http.get(srv.url .. "/slow", { verify_tls = false })
+  check.eq(r.body, "secure /slow")
+  srv:close()
+  local e = check.raises("tls", http.serve, { tls = { cert = dir .. "/nope.pem", key = dir .. "/key.pem" } })
+  check.matches(e.message, "nope%.pem")
+  os.execute("rm -rf " .. dir)
+end)
+
+check.done()

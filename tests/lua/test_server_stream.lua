@@ -1,0 +1,165 @@
+-- http.serve under load and over time: 200 concurrent slow handlers,
+-- Server-Sent Events, a 100 MB streamed body with back-pressure, and
+-- graceful close with requests in flight.
+local async = require "async"
+local http = require "async.http"
+local check = require "check"
+local outside = require "outside"
+
+check.test("200 concurrent /delay/1 handlers finish in about 1 s", function()
+  local srv = http.serve({})
+  local running, peak = 0, 0
+  srv:route("GET", "/delay/:n", function(req, res)
+    running = running + 1
+    if running > peak then peak = running end
+    async.sleep(tonumber(req.params.n))
+    running = running - 1
+    res:send("slept " .. req.params.n)
+  end)
+  local s = http.session({ max_connections = 200 })
+  local fns = {}
+  for i = 1, 200 do
+    fns[i] = function() return s:get(srv.url .. "/delay/1").body end
+  end
+  local t0 = async.now()
+  local bodies = async.gather(fns)
+  local elapsed = async.now() - t0
+  for i = 1, 200 do check.eq(bodies[i], "slept 1", "body " .. i) end
+  check.eq(peak, 200, "handlers running at once")
+  check.between(elapsed, 1.0, 3.0, "elapsed")
+  srv:close()
+end)
+
+check.test("SSE: curl receives the events in order", function()
+  local srv = http.serve({})
+  srv:route("GET", "/events", function(req, res)
+    local sse = res:sse()
+    for i = 1, 5 do
+      sse:send("tick", "n=" .. i)
+      async.sleep(0.02)
+    end
+    sse:send("multi\nline")
+    sse:close()
+  end)
+  local out = outside.curl("-N -i " .. srv.url .. "/events")
+  check.matches(out, "^HTTP/1%.1 200")
+  check.matches(out, "\r\n[Cc]ontent%-[Tt]ype: text/event%-stream\r\n")
+  check.matches(out, "\r\n[Cc]ache%-[Cc]ontrol: no%-cache\r\n")
+  local body = out:match("\r\n\r\n(.*)$")
+  local want = {}
+  for i = 1, 5 do want[#want + 1] = "event: tick\ndata: n=" .. i .. "\n\n" end
+  want[#want + 1] = "data: multi\ndata: line\n\n"
+  check.eq(body, table.concat(want))
+  srv:close()
+end)
+
+check.test("streaming 100 MB to curl never holds the body in memory", function()
+  local srv = http.serve({})
+  local chunk = string.rep("0123456789abcdef", 4096) -- 64 KiB
+  local n = 100 * 1024 * 1024 // #chunk
+  local peak = 0
+  srv:route("GET", "/big", function(req, res)
+    res:header("content-type", "application/octet-stream")
+    for i = 1, n do
+      res:write(chunk)
+      if i % 64 == 0 then
+        local m = async.stats().memory
+        if m > peak then peak = m end
+      end
+    end
+    res:finish()
+  end)
+  collectgarbage()
+  local base = async.stats().memory
+  local out = outside.curl("-o /dev/null -w '%{size_download} %{http_code}' " .. srv.url .. "/big", 120)
+  check.eq(out, string.format("%d 200", n * #chunk))
+  check.truthy(peak - base < 16 * 1024 * 1024,
+               string.format("Lua memory grew by %d bytes (< 16 MiB)", peak - base))
+  srv:close()
+end)
+
+check.test("a slow reader suspends the writer (back-pressure)", function()
+  local srv = http.serve({})
+  local chunk = string.rep("x", 65536)
+  local written = 0
+  srv:route("GET", "/slow", function(req, res)
+    for _ = 1, 400 do -- 25 MiB if nobody held it back
+      res:write(chunk)
+      written = written + 1
+    end
+    res:finish()
+  end)
+  local client = async.spawn(outside.raw, "slowread", srv.port, "/slow", 1.5)
+  async.sleep(1.0) -- the client has read 64 KiB and stalls
+  check.truthy(written < 200, "writer held back while the client stalls: " .. written .. " chunks")
+  local r = client:await()
+  check.truthy(r.bytes > 400 * 65536, "all bytes arrived")
+  check.eq(written, 400)
+  srv:close()
+end)
+
+check.test("a handler failing mid-stream aborts the response; the server keeps serving", function()
+  local srv = http.serve({})
+  srv:route("GET", "/cut", function(req, res)
+    res:write("first part\n")
+    async.sleep(0.05)
+    error("broken mid-stream")
+  end)
+  srv:route("GET", "/ok", function(req, res) res:send("fine") end)
+  local e = check.raises("protocol", http.get, srv.url .. "/cut")
+  check.matches(e.message, "/cut")
+  local out, code = outside.curl(srv.url .. "/cut")
+  check.eq(out, "first part\n")
+  check.truthy(code == 18 or code == 56, "curl saw a cut body (exit " .. code .. ")")
+  check.eq(http.get(srv.url .. "/ok").body, "fine")
+  srv:close()
+end)
+
+check.test("close{grace}: a request in flight finishes; new connections are refused", function()
+  local srv = http.serve({})
+  srv:route("GET", "/delay/:n", function(req, res)
+    async.sleep(tonumber(req.params.n))
+    res:send("done " .. req.params.n)
+  end)
+  local inflight = async.spawn(http.get, srv.url .. "/delay/0.3")
+  async.sleep(0.1)
+  local t0 = async.now()
+  srv:close({ grace = 5 })
+  check.between(async.now() - t0, 0.1, 2, "close waited for the handler")
+  local r = inflight:await()
+  check.eq(r.status, 200)
+  check.eq(r.body, "done 0.3")
+  check.raises("connect", http.get, srv.url .. "/delay/0", { timeout = 5 })
+  check.eq(srv:stats().active, 0)
+end)
+
+check.test("close{grace}: past the grace the handler is cancelled", function()
+  local srv = http.serve({})
+  local cancelled = false
+  srv:route("GET", "/forever", function(req, res)
+    local ok, e = pcall(async.sleep, 60)
+    if not ok and e.kind == "cancelled" then cancelled = true end
+    error(e, 0)
+  end)
+  local inflight = async.spawn(http.get, srv.url .. "/forever", { timeout = 10 })
+  async.sleep(0.1)
+  local t0 = async.now()
+  srv:close({ grace = 0.3 })
+  check.between(async.now() - t0, 0.3, 2, "close took the grace, then cancelled")
+  check.truthy(cancelled, "handler saw cancellation")
+  local r = inflight:await()
+  check.eq(r.status, 503)
+end)
+
+check.test("srv:wait returns when a handler closes the server", function()
+  local srv
+  srv = http.serve({ handler = function(req, res)
+    res:send("bye")
+    async.spawn(function() srv:close() end)
+  end })
+  local t = async.spawn(function() return http.get(srv.url .. "/quit").body end)
+  srv:wait()
+  check.eq(t:await(), "bye")
+end)
+
+check.done()
