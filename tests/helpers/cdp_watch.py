@@ -3,11 +3,11 @@
 tests (scripts/dashboard.lua). Standard library only: it speaks the Chrome
 DevTools Protocol over a WebSocket it frames itself.
 
-usage: cdp_watch.py URL ELEMENT_ID BEFORE COMMAND AFTER [SECONDS]
+usage: cdp_watch.py URL ELEMENT_IDS BEFORE COMMAND AFTER [SECONDS]
 
-Opens URL in headless Chromium, waits until the text of the element with id
-ELEMENT_ID is BEFORE, runs COMMAND with /bin/sh, then waits until the text
-is AFTER, in the same page (the page's window.loadId must not change: the
+Opens URL in headless Chromium, waits until the text of each element whose
+id is in ELEMENT_IDS (comma-separated) is BEFORE, runs COMMAND with /bin/sh,
+then waits until each one's text is AFTER, in the same page (the page's window.loadId must not change: the
 page was not reloaded). Prints what it saw, one fact per line:
   before: <text> (summary: ...)
   after: <text> in <s> s (summary: ...)
@@ -116,7 +116,7 @@ class Page:
 
 PROBE = """JSON.stringify({
   load: window.loadId || null,
-  text: (document.getElementById(%s) || {}).textContent || null,
+  text: %s.map((id) => (document.getElementById(id) || {}).textContent || "?").join(","),
   summary: (document.getElementById("summary") || {}).textContent || "",
   conn: (document.getElementById("conn") || {}).textContent || ""
 })"""
@@ -126,7 +126,9 @@ def main():
     if len(sys.argv) < 6:
         sys.stderr.write(__doc__)
         return 2
-    url, elem, before, command, after = sys.argv[1:6]
+    url, elems, before, command, after = sys.argv[1:6]
+    elems = elems.split(",")
+    before, after = ",".join([before] * len(elems)), ",".join([after] * len(elems))
     budget = float(sys.argv[6]) if len(sys.argv) > 6 else 40.0
     deadline = time.monotonic() + budget
     profile = tempfile.mkdtemp(prefix="cdp-watch-")
@@ -157,7 +159,7 @@ def main():
                     return 1
                 time.sleep(0.1)
         page = Page(WebSocket(target["webSocketDebuggerUrl"], timeout=10))
-        probe = PROBE % json.dumps(elem)
+        probe = PROBE % json.dumps(elems)
 
         def wait_for(want):
             nonlocal last
