@@ -19,7 +19,9 @@ has "offline lab: every demo" lab.out \
   "^The asyncrun lab: simple_tasks, web_requests, error_handling, retry, timeouts, patterns \(seed 131\)$"
 has "offline lab: the local httpbin is served" lab.out "^serving a local httpbin at http://127\.0\.0\.1:[0-9]+$"
 count_is "offline lab: the six requests answer 200, twice" lab.out "^  GET /(delay/[123]|json|uuid|headers) +200 in " 12
-between "offline lab: the six at once take the longest, 3 s" "$(field lab.out '^concurrent: ')" 3.0 4.5
+sed -n '/^=== Web requests/,/^=== Error handling/p' lab.out > web.out
+between "offline lab: the six at once take the longest, 3 s" "$(field web.out '^concurrent: ')" 3.0 4.5
+between "offline lab: one after another, 1 + 2 + 3 s" "$(field web.out '^sequential: ')" 6.0 8.0
 has "offline lab: the total time" lab.out "^Total execution time: [0-9.]+ s$"
 count_is "offline lab: no demo failed" lab.out "^failed: " 0
 empty "offline lab: nothing on stderr" lab.err
