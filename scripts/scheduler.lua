@@ -58,7 +58,7 @@ local function reject(file, problems)
   for _, p in ipairs(problems) do io.stderr:write("scheduler.lua: ", file, ": ", p, "\n") end
   io.stderr:flush()
   io.stdout:flush()
-  os.exit(2)
+  os.exit(2, true)
 end
 
 -- Reads FILE: JSON when it ends in .json or starts with '{', else a Lua

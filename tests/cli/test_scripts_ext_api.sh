@@ -7,7 +7,7 @@
 # usage: test_scripts_ext_api.sh path/to/asyncrun
 . "$(dirname "$0")/scripts_lib.sh"
 
-if ! "$AR" -e 'os.exit(type(require("async.http").serve) == "function" and 0 or 1)'; then
+if ! "$AR" -e 'os.exit(type(require("async.http").serve) == "function" and 0 or 1, true)'; then
   "$AR" "$SCRIPTS/api_client.lua" > out.txt 2> err.txt; rc=$?
   [ $rc = 2 ] && grep -q "^api_client.lua: this asyncrun has no HTTP server (http.serve).*pass --base-url URL" err.txt \
     && ok "no server in this asyncrun: exit 2 and one line" || bad "no server" "exit $rc; $(cat err.txt)"
@@ -27,8 +27,9 @@ ATTEMPTS="^attempts: 71 \(31 retries: 7 after 429, 19 after 503, 5 after a timeo
 start slow -- "$AR" "$SCRIPTS/api_client.lua" --seed 1
 start fast -- "$AR" "$SCRIPTS/api_client.lua" --seed 1 --quiet --rate 100 --concurrency 10
 start clean -- "$AR" "$SCRIPTS/api_client.lua" --seed 3 --quiet --failure-rate 0 --rate 200 --concurrency 8
-# (timeout passes the INT that ends it on to the script.)
-timeout -s INT 100 "$AR" "$SCRIPTS/api_client.lua" --serve --seed 1 > serve.out 2> serve.err &
+# (timeout passes the INT that ends it on to the script; --foreground: to
+# the script only, not a second time through the process group.)
+timeout --foreground -s INT 100 "$AR" "$SCRIPTS/api_client.lua" --serve --seed 1 > serve.out 2> serve.err &
 SERVE_PID=$!
 BG_PIDS+=("$SERVE_PID")
 start dead -- "$AR" "$SCRIPTS/api_client.lua" --base-url "http://127.0.0.1:$DEAD_PORT" --requests 3 --retries 2 \

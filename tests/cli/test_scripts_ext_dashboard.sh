@@ -7,7 +7,7 @@
 # usage: test_scripts_ext_dashboard.sh path/to/asyncrun
 . "$(dirname "$0")/scripts_lib.sh"
 
-if ! "$AR" -e 'os.exit(type(require("async.http").serve) == "function" and 0 or 1)'; then
+if ! "$AR" -e 'os.exit(type(require("async.http").serve) == "function" and 0 or 1, true)'; then
   "$AR" "$SCRIPTS/dashboard.lua" http://127.0.0.1:1/ > out.txt 2> err.txt; rc=$?
   [ $rc = 2 ] && grep -q "^dashboard.lua: this asyncrun has no HTTP server" err.txt \
     && ok "no server in this asyncrun: exit 2 and one line" || bad "no server" "exit $rc; $(cat err.txt)"
@@ -23,7 +23,7 @@ BG_PIDS+=("$SITE_PID")
 SITE=http://127.0.0.1:$SITE_PORT
 touch flag
 
-timeout -s INT 100 "$AR" "$SCRIPTS/dashboard.lua" "web=$SITE/" "flag=cmd:test -e $TMP/flag && echo present" \
+timeout --foreground -s INT 100 "$AR" "$SCRIPTS/dashboard.lua" "web=$SITE/" "flag=cmd:test -e $TMP/flag && echo present" \
   --interval 0.3 --timeout 2 --seed 1 > dash.out 2> dash.err &
 DASH_PID=$!
 BG_PIDS+=("$DASH_PID")

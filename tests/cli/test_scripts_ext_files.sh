@@ -98,7 +98,7 @@ usage_checks file_processor takes_args
   || bad "--progress --no-progress" "$(cat err.txt)"
 
 # ---- scheduler: command tasks (async.process)
-if "$AR" -e 'os.exit(pcall(require, "async.process") and 0 or 1)'; then
+if "$AR" -e 'os.exit(pcall(require, "async.process") and 0 or 1, true)'; then
   start cmds -- "$AR" "$SCRIPTS/scheduler.lua" "$SCRIPTS/dags/commands.json"
   cat > argv.json <<'EOF'
 { "tasks": [
