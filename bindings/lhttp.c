@@ -20,11 +20,9 @@
 #define SESSION_MT "asyncrun.http.session"
 #define REQUEST_MT "asyncrun.http.request"
 #define RESPONSE_MT "asyncrun.http.response"
-#define MULTI_MT "asyncrun.http.multi"
 
 /* Registry keys (their addresses; the values live in each engine's own
  * registry, so engines share nothing). */
-static const char multi_key = 'M';
 static const char default_key = 'D';
 
 #define DEFAULT_MAX_CONNECTIONS 100
@@ -55,19 +53,24 @@ typedef struct {
 
 /* ---- the engine's multi: created at the first request -------------------- */
 
-static int multi_gc(lua_State *L) {
-  ar__http_t **box = lua_touserdata(L, 1);
-  if (*box != NULL) ar__http_close(*box);
-  *box = NULL;
-  return 0;
+/* The engine's multi state: made at the first request, closed by the
+ * module's close hook before Lua closes (not by a finalizer, whose order
+ * against the requests' and sessions' own is not defined). */
+typedef struct {
+  ar__http_t *H;
+} http_state_t;
+
+static void http_close_hook(ar_engine_t *E, void *state) {
+  (void)E;
+  ar__http_close(((http_state_t *)state)->H);
 }
 
+static const ar__module_t http_module = {"async.http", sizeof(http_state_t),
+                                         NULL, http_close_hook};
+
 static ar__http_t *multi_peek(lua_State *L) {
-  ar__http_t *H = NULL;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &multi_key) == LUA_TUSERDATA)
-    H = *(ar__http_t **)lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return H;
+  http_state_t *st = ar__module_state(ar__engine_of(L), &http_module);
+  return st != NULL ? st->H : NULL;
 }
 
 static void need_curl(lua_State *L) {
@@ -79,13 +82,11 @@ static ar__http_t *multi_get(lua_State *L) {
   ar__http_t *H = multi_peek(L);
   if (H != NULL) return H;
   need_curl(L);
-  ar__http_t **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  luaL_setmetatable(L, MULTI_MT);
-  if ((*box = ar__http_new(ar__engine_of(L))) == NULL)
+  ar_engine_t *E = ar__engine_of(L);
+  http_state_t *st = ar__module_open(E, &http_module);
+  if (st == NULL || (st->H = ar__http_new(E)) == NULL)
     luaL_error(L, "not enough memory");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &multi_key);
-  return *box;
+  return st->H;
 }
 
 /* ---- options ------------------------------------------------------------ */
@@ -693,8 +694,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
     lua_pushinteger(L, req->result);
     lua_setfield(L, -2, "curl_code");
     ar__http_req_release(req);
-    ar__error_locate(L, 1);
-    return lua_error(L);
+    return ar__error_throw(L);
   }
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, req->status);
@@ -959,8 +959,7 @@ static int resp_raise_for_status(lua_State *L) {
   lua_setfield(L, -2, "status");
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, "url");
-  ar__error_locate(L, 1);
-  return lua_error(L);
+  return ar__error_throw(L);
 }
 
 /* resp:json(): the body decoded by async.json; a body that is not JSON
@@ -994,8 +993,7 @@ static int resp_json(lua_State *L) {
   lua_setfield(L, -2, "url");
   lua_pushvalue(L, 4);
   lua_setfield(L, -2, "status");
-  ar__error_locate(L, 1);
-  return lua_error(L);
+  return ar__error_throw(L);
 }
 
 /* ---- stats and the module
@@ -1044,11 +1042,6 @@ int luaopen_async_http(lua_State *L) {
       {"ok", resp_ok},
       {"raise_for_status", resp_raise_for_status},
       {NULL, NULL}};
-
-  luaL_newmetatable(L, MULTI_MT);
-  lua_pushcfunction(L, multi_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
 
   luaL_newmetatable(L, REQUEST_MT);
   lua_pushcfunction(L, request_gc);

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "module.h"
 #include "json.h"
 #include "json_simd.h"
 
@@ -269,8 +269,7 @@ static int format_float(char *out, size_t size, double v) {
 
 static void encode_error(lua_State *L, const char *fmt, const char *what) {
   ar__error_push(L, "json", fmt, what);
-  ar__error_locate(L, 1);
-  lua_error(L);
+  ar__error_throw(L);
 }
 
 static void encode_value(lua_State *L, buf_t *b, int idx, int depth);
@@ -419,8 +418,7 @@ static int l_decode(lua_State *L) {
                  (int)err.position, err.message);
   lua_pushinteger(L, (lua_Integer)err.position);
   lua_setfield(L, -2, "position");
-  ar__error_locate(L, 1);
-  return lua_error(L);
+  return ar__error_throw(L);
 }
 
 /* json.encode(v) */

@@ -373,8 +373,8 @@ static int raise_spawn(lua_State *L, const char *prog, const char *cwd,
  * into the record box *boxp (already on the stack). On success *boxp holds
  * a record with refs 2 and its pipes in p->io (owned by the caller).
  * Raises on failure, with everything created closed. */
-static proc_t *start(lua_State *L, int opts, int exec, opts_t *o,
-                     proc_t **boxp) {
+static proc_t *proc_start(lua_State *L, int opts, int exec, opts_t *o,
+                          proc_t **boxp) {
   ar_engine_t *E = ar__engine_of(L);
   char **argv = check_argv(L, 1);
   char **env = opts != 0 ? check_env(L, opts) : NULL;
@@ -561,7 +561,7 @@ static int l_exec(lua_State *L) {
   proc_t **box = newbox(L, EXEC_MT, 0);
   int boxidx = lua_gettop(L);
   opts_t o;
-  proc_t *p = start(L, opts, 1, &o, box);
+  proc_t *p = proc_start(L, opts, 1, &o, box);
   if (o.io[0] == IO_STRING &&
       ar__stream_send_and_shutdown(p->io[0], o.input, o.input_len) != 0) {
     /* The child may have exited already: its input is of no interest. */
@@ -605,7 +605,7 @@ static int l_spawn(lua_State *L) {
     lua_setiuservalue(L, boxidx, fd + 1);
   }
   opts_t o;
-  proc_t *p = start(L, opts, 0, &o, box);
+  proc_t *p = proc_start(L, opts, 0, &o, box);
   for (int fd = 0; fd < 3; fd++) {
     if (p->io[fd] != NULL) {
       ar__stream_bind(sbox[fd], p->io[fd]);

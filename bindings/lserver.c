@@ -814,7 +814,8 @@ static const char *reason(int status) {
 /* Sets status and headers from the arguments at 2 (status) and 3 (a list
  * {name1, value1, name2, value2, ...} or nil), copying into the request's
  * pool, and starts the response. */
-static h2o_req_t *start(lua_State *L, sreq_t *s, size_t content_length) {
+static h2o_req_t *response_start(lua_State *L, sreq_t *s,
+                                 size_t content_length) {
   h2o_req_t *req = live_req(L, s);
   if (s->state != R_NEW)
     ar__error_raise(L, "invalid_state", "the response has already started");
@@ -856,7 +857,7 @@ static int r_respond(lua_State *L) {
   sreq_t *s = check_req(L);
   size_t len = 0;
   const char *body = luaL_optlstring(L, 4, "", &len);
-  h2o_req_t *req = start(L, s, len);
+  h2o_req_t *req = response_start(L, s, len);
   h2o_iovec_t iov = {NULL, 0};
   if (req->res.content_length == SIZE_MAX) len = 0;
   if (len > 0) {
@@ -873,7 +874,7 @@ static int r_respond(lua_State *L) {
  * HTTP/1.1) and sends the head at once. */
 static int r_start(lua_State *L) {
   sreq_t *s = check_req(L);
-  h2o_req_t *req = start(L, s, SIZE_MAX);
+  h2o_req_t *req = response_start(L, s, SIZE_MAX);
   s->state = R_STREAMING;
   s->busy = 1;
   h2o_send(req, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);

@@ -5,7 +5,13 @@
  * :wait() takes one: none is lost between two waits of a loop. Every
  * waiting task is woken by one arrival (a broadcast). The handle keeps
  * the loop alive only while a task waits, so a script stuck elsewhere is
- * still reported as a deadlock. The handle lives in
+ * still reported as a deadlock.
+ *
+ * libuv installs its own handler for a watched signal and, when the last
+ * watcher of the process stops, sets the default disposition, whatever
+ * was there before. So the first object of an engine for a signal saves
+ * the disposition it finds (the command's Ctrl-C handler, an ignored
+ * SIGPIPE) and the last one closed puts it back. The handle lives in
  * C memory (watch_t), is counted as a handle of the engine, and is closed by
  * :close(), by the collector, or by the module's close hook when the
  * engine is freed; its memory goes in the close callback. */
@@ -37,6 +43,8 @@ typedef struct {
 
 struct sig_state_s {
   ar__list_t sigs;
+  int count[NSIG];              /* open objects per signal */
+  struct sigaction saved[NSIG]; /* what was there before the first */
 };
 
 static void sig_state_close(ar_engine_t *E, void *state);
@@ -78,11 +86,8 @@ static sig_state_t *state_open(lua_State *L) {
 
 int ar__signal_claimed(ar_engine_t *E, int signum) {
   sig_state_t *S = ar__module_state(E, &sig_module);
-  if (S == NULL || S->sigs.next == NULL) return 0;
-  int n = 0;
-  for (ar__list_t *q = S->sigs.next; q != &S->sigs; q = q->next)
-    if (ar__container_of(q, watch_t, node)->signum == signum) n++;
-  return n;
+  if (S == NULL || signum <= 0 || signum >= NSIG) return 0;
+  return S->count[signum];
 }
 
 static void sig_cb(uv_signal_t *h, int signum) {
@@ -110,14 +115,19 @@ static void sig_close_cb(uv_handle_t *h) {
  * Runs once per object: from the userdata (close, collection) or from the
  * engine's teardown, whichever comes first; each unlinks the other. */
 static void sig_close(watch_t *s) {
+  sig_state_t *S = s->S;
   if (s->box != NULL) s->box->s = NULL;
   s->box = NULL;
-  if (s->S != NULL) ar__list_remove(&s->node);
-  s->S = NULL;
   ar__task_t *t;
   while ((t = ar__waiters_shift(&s->waiters)) != NULL)
     ar__task_wake(t, WOKEN_CLOSED);
-  uv_close((uv_handle_t *)&s->h, sig_close_cb);
+  uv_close((uv_handle_t *)&s->h, sig_close_cb); /* stops it at once */
+  if (S != NULL) {
+    ar__list_remove(&s->node);
+    s->S = NULL;
+    if (--S->count[s->signum] == 0)
+      sigaction(s->signum, &S->saved[s->signum], NULL);
+  }
 }
 
 static void sig_state_close(ar_engine_t *E, void *state) {
@@ -174,13 +184,16 @@ static int l_signal(lua_State *L) {
   ar__list_init(&s->waiters);
   uv_signal_init(ar_engine_loop(E), &s->h);
   ar__handle_opened(E);
+  if (S->count[signum] == 0) sigaction(signum, NULL, &S->saved[signum]);
   int rc = uv_signal_start(&s->h, sig_cb, signum);
   if (rc < 0) {
     uv_close((uv_handle_t *)&s->h, sig_close_cb);
+    if (S->count[signum] == 0) sigaction(signum, &S->saved[signum], NULL);
     return luaL_error(L, "async.signal: cannot watch %s: %s", sig_name(signum),
                       uv_strerror(rc));
   }
   uv_unref((uv_handle_t *)&s->h);
+  S->count[signum]++;
   s->S = S;
   ar__list_insert_tail(&S->sigs, &s->node);
   b->s = s;

@@ -11,7 +11,9 @@ void ar__signal_open(lua_State *L);
 
 /* How many async.signal objects of E for signum are open (not closed, not
  * collected): a script that holds one handles that signal itself, so the
- * host's default handling (Ctrl-C stops the run) should stand aside. */
+ * host's default handling (Ctrl-C stops the run) should stand aside.
+ * While one is open, libuv's handler replaces the host's for that signal;
+ * the host's is put back when the last one closes. */
 int ar__signal_claimed(ar_engine_t *E, int signum);
 
 #endif

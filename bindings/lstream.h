@@ -54,9 +54,7 @@ struct ar__stream_s {
  * the engine keeps in 16 bits, not negative: woken with
  * ar__stream_code(status), read back with ar__stream_status(L). */
 static inline int ar__stream_code(int status) { return -status; }
-static inline int ar__stream_status(lua_State *L) {
-  return -ar__task_woken(L);
-}
+static inline int ar__stream_status(lua_State *L) { return -ar__task_woken(L); }
 
 /* Registers the stream metatable in L (idempotent). */
 void ar__stream_open(lua_State *L);

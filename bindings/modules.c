@@ -4,12 +4,14 @@
 #include "modules.h"
 
 static const luaL_Reg modules[] = {
-    {"async", luaopen_async},
+    {"async", luaopen_async_with_redis},
     {"async.http", luaopen_async_http},
     {"async.json", luaopen_async_json},
     {"async.fs", luaopen_async_fs},
     {"async.process", luaopen_async_process},
     {"async.net", luaopen_async_net},
+    {"async.redis", luaopen_async_redis},
+    {"async.redis.queue", luaopen_async_redis_queue},
     {"cjson", luaopen_cjson},
     {"cjson.safe", luaopen_cjson_safe},
     {NULL, NULL},

@@ -38,6 +38,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -269,7 +270,7 @@ struct ar__http_easy_s {
   CURLSH *share; /* the cookie jar attached (CURLOPT_SHARE), or NULL */
   easy_cfg_t cfg;
   /* CURLOPT_ERRORBUFFER. Here rather than in each request, which copies
-   * the rare message out (complete()). */
+   * the rare message out (req_complete()). */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -311,7 +312,7 @@ static void handle_closed(ar__http_t *H) {
     free(H);
   }
   /* Last: with a borrowed loop this may release the engine. */
-  ar__engine_handle_closed(E);
+  ar__handle_closed(E);
 }
 
 static void sock_close_cb(uv_handle_t *h) {
@@ -364,7 +365,7 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd, int owned) {
   }
   sock_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
-  if (uv_poll_init_socket(H->E->loop, &s->poll, fd) != 0) {
+  if (uv_poll_init_socket(ar_engine_loop(H->E), &s->poll, fd) != 0) {
     free(s);
     return NULL;
   }
@@ -382,13 +383,13 @@ static sock_t *sock_open(ar__http_t *H, curl_socket_t fd, int owned) {
   }
   H->socks[fd] = s;
   H->handles++;
-  H->E->handles_open++;
+  ar__handle_opened(H->E);
   return s;
 }
 
-static void drain(ar__http_t *H);
+static void multi_drain(ar__http_t *H);
 static void easy_free(ar__http_easy_t *ez);
-static void complete(ar__http_req_t *req, CURLcode rc);
+static void req_complete(ar__http_req_t *req, CURLcode rc);
 
 /* Runs curl on the timeout, then delivers what finished. A failing
  * curl_multi_socket_action is counted (http.stats() shows it) and is not
@@ -397,7 +398,7 @@ static void act(ar__http_t *H, curl_socket_t fd, int flags) {
   int running;
   CURLMcode rc = api.multi_socket_action(H->multi, fd, flags, &running);
   if (rc != CURLM_OK) H->multi_errors++;
-  drain(H);
+  multi_drain(H);
 }
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
@@ -427,7 +428,7 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
    * table says whether it is still this one. If curl still wants it, the
    * poll libuv stopped runs again. */
   if (!H->closing && sock_find(H, fd) == s && s->wanted) sock_watch(s, s->want);
-  drain(H);
+  multi_drain(H);
 }
 
 /* Called from inside curl when a socket cannot be watched (no memory):
@@ -545,17 +546,18 @@ ar__http_t *ar__http_new(ar_engine_t *E) {
     free(H);
     return NULL;
   }
-  uv_timer_init(E->loop, &H->timer);
+  uv_timer_init(ar_engine_loop(E), &H->timer);
   H->timer.data = H;
   H->handles = 1;
-  E->handles_open++;
+  ar__handle_opened(E);
   return H;
 }
 
-/* Called from the registry anchor's __gc when the lua_State closes: by
- * then the scheduler has cancelled every task, so normally nothing is in
- * flight; whatever is gets cut off. The uv handles are closed here and H
- * is freed by the last close callback, which ar_engine_free waits for. */
+/* Called from async.http's close hook, before the lua_State closes: by
+ * then every task has ended, so normally nothing is in flight; whatever
+ * is gets cut off. The uv handles are closed here and H is freed by the
+ * last close callback, which ar_engine_free waits for: the finalizers of
+ * requests and sessions that run during lua_close still find H. */
 void ar__http_close(ar__http_t *H) {
   if (H == NULL || H->closing) return;
   H->closing = 1;
@@ -981,7 +983,7 @@ static void size_cache(ar__http_t *H) {
   (void)api.multi_setopt(H->multi, CURLMOPT_MAXCONNECTS, 4L * H->peak);
 }
 
-static int start(ar__http_req_t *req) {
+static int req_start(ar__http_req_t *req) {
   ar__http_t *H = req->H;
   double remaining = 0;
   if (req->timeout > 0) {
@@ -1023,7 +1025,7 @@ static void dispatch(ar__http_limit_t *lim) {
     ar__list_remove(&next->node);
     lim->queued--;
     ar__timer_stop(next->H->E, &next->queue_timer);
-    if (start(next) != 0) {
+    if (req_start(next) != 0) {
       host_release(next->host);
       fail(next, CURLE_OUT_OF_MEMORY, "not enough memory");
     }
@@ -1052,7 +1054,7 @@ int ar__http_submit(ar__http_t *H, ar__http_limit_t *lim, const char *host_key,
   req->host = host_get(lim, lim->max_per_host > 0 ? host_key : "");
   if (req->host == NULL) return AR_ENOMEM;
   if (ar__list_empty(&req->host->waiting) && can_start(lim, req->host)) {
-    int rc = start(req);
+    int rc = req_start(req);
     if (rc != 0) host_release(req->host);
     return rc;
   }
@@ -1163,7 +1165,7 @@ static int resend(ar__http_req_t *req) {
   return 0;
 }
 
-static void complete(ar__http_req_t *req, CURLcode rc) {
+static void req_complete(ar__http_req_t *req, CURLcode rc) {
   CURL *e = req->easy->curl;
   /* A failed resend ends the request with the first failure (detach()'s
    * removal of a handle already out of the multi is harmless). */
@@ -1216,7 +1218,7 @@ static void complete(ar__http_req_t *req, CURLcode rc) {
 /* Delivers what curl has finished, and the requests defer_fail marked.
  * Runs after curl_multi_socket_action returned, so removing handles and
  * starting new ones is allowed. */
-static void drain(ar__http_t *H) {
+static void multi_drain(ar__http_t *H) {
   CURLMsg *m;
   int left;
   while (!H->closing && (m = api.multi_info_read(H->multi, &left)) != NULL) {
@@ -1224,7 +1226,7 @@ static void drain(ar__http_t *H) {
     CURLcode rc = m->data.result;
     char *priv = NULL;
     api.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-    complete((ar__http_req_t *)priv, rc);
+    req_complete((ar__http_req_t *)priv, rc);
   }
   while (H->deferred && !H->closing) {
     ar__list_t *n;
@@ -1236,7 +1238,7 @@ static void drain(ar__http_t *H) {
     }
     if (req != NULL) {
       H->deferred = 1; /* look again: complete() may start others */
-      complete(req, CURLE_OUT_OF_MEMORY);
+      req_complete(req, CURLE_OUT_OF_MEMORY);
     }
   }
 }

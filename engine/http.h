@@ -11,7 +11,7 @@
 
 #include <curl/curl.h>
 
-#include "internal.h"
+#include "module.h"
 
 typedef struct ar__http_s ar__http_t;
 typedef struct ar__http_limit_s ar__http_limit_t;

@@ -256,8 +256,10 @@ ar__task_t *ar__task_check_suspendable(lua_State *L, const char *what) {
 
 static int suspend(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
                    void *data, lua_KFunction k, lua_KContext ctx, int join) {
-  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
+  /* A thread closed by force runs its <close> handlers unyieldably, in
+   * whatever state it was left: that case raises before the checks. */
   if (!lua_isyieldable(L)) return raise_unyieldable(L, t, cancel, data);
+  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   t->cancelling = 0;
   t->flags = (uint8_t)((t->flags & ~AR__TF_JOIN) | (join ? AR__TF_JOIN : 0));
   t->wait_data = data;
@@ -287,8 +289,8 @@ int ar__task_suspend_join(lua_State *L, ar__task_t *t, ar__cancel_fn cancel,
 }
 
 int ar__task_yield(lua_State *L, ar__task_t *t) {
-  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   if (!lua_isyieldable(L)) return raise_unyieldable(L, t, NULL, NULL);
+  assert(t == ar__task_of(L) && t->state == AR__TASK_RUNNING);
   if (t->cancel_due) return ar__task_raise_cancelled(L);
   t->k = NULL;
   t->nvals = 0;
@@ -595,14 +597,18 @@ static void run_failed(ar__task_t *t, int status) {
   int top = lua_gettop(L);
   t->cancelling = 0;
   t->outcome = AR__OUT_ERROR;
+  /* First arm the report, which allocates nothing: a failed task stays on
+   * E->unretrieved, so its handle must keep the finalizer that unlinks it
+   * whatever happens next. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_failed_ref);
+  lua_setmetatable(L, -2);
+  lua_settop(L, top);
   if (lua_checkstack(L, 4)) {
     lua_pushcfunction(L, failed_p);
     lua_pushlightuserdata(L, t);
     lua_xmove(co, L, 1);
     if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-      lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_failed_ref);
-      lua_setmetatable(L, -2);
       lua_settop(L, top);
       task_finish(t, 3);
       return;

@@ -312,7 +312,30 @@ static void test_not_in_task(void) {
   ar_engine_free(E);
 }
 
+/* An op its function will not suspend on is dropped: nothing leaks (the
+ * valgrind run checks), the cancel callback never runs. */
+static int l_drop_op(lua_State *L) {
+  ar_op_t *op = ar_op_new(L, cancel_cb, NULL);
+  if (op == NULL) return luaL_error(L, "no op");
+  if (lua_toboolean(L, 1)) ar_op_resolve_values(op, "i", 7); /* early */
+  ar_op_drop(op);
+  return luaL_error(L, "could not start");
+}
+
+static void test_drop(void) {
+  ar_engine_t *E = engine();
+  ar_engine_register_function(E, "drop_op", l_drop_op);
+  C.cancelled = 0;
+  run_ok(E, "for i = 1, 100 do\n"
+            "  local ok, e = pcall(drop_op, i % 2 == 0)\n"
+            "  assert(not ok and e:find('could not start'))\n"
+            "end");
+  CHECK_INT(C.cancelled, 0);
+  ar_engine_free(E);
+}
+
 int main(void) {
+  test_drop();
   test_values();
   test_early();
   test_concurrent();

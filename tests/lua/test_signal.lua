@@ -93,6 +93,50 @@ check.test("bad names are argument errors", function()
   check.matches(check.raises(nil, s.wait, {}), "asyncrun.signal expected")
 end)
 
+-- Runs a script in a child asyncrun; returns how it ended and its output.
+local function child(code)
+  local script = os.tmpname()
+  local f = io.open(script, "w")
+  f:write('local async = require "async"\n',
+          'local pid = io.open("/proc/self/stat"):read("n")\n',
+          -- io.popen, not os.execute: system() ignores SIGINT meanwhile.
+          'local function kill(sig) io.popen("kill -" .. sig .. " " .. pid):close() end\n',
+          code)
+  f:close()
+  local out = os.tmpname()
+  local _, how, status = os.execute(("%s %s >%s 2>&1"):format(arg[-1], script, out))
+  local text = io.open(out):read("a")
+  os.remove(script)
+  os.remove(out)
+  return how, status, text
+end
+
+check.test("a script waiting on SIGINT gets Ctrl-C; closed, the command's is back", function()
+  local how, status, out = child([[
+local s = async.signal("SIGINT")
+async.spawn(function() async.sleep(0.05); kill("INT") end)
+s:wait()
+print("script got SIGINT")
+s:close()
+kill("INT") -- now the command's: the run stops, status 130
+async.sleep(5)
+print("not interrupted")
+]])
+  check.matches(out, "script got SIGINT")
+  check.truthy(not out:find("not interrupted"), "interrupted: " .. out)
+  check.eq(how, "exit", "ended by exit, not killed by the signal")
+  check.eq(status, 130, "status")
+  -- Opened and closed without waiting: the same.
+  how, status = child([[
+async.signal("SIGINT"):close()
+async.signal("SIGTERM"):close()
+kill("TERM")
+async.sleep(5)
+]])
+  check.eq(how, "exit", "SIGTERM after close: exit")
+  check.eq(status, 143, "SIGTERM status")
+end)
+
 check.test("an open signal nobody waits for does not hide a deadlock", function()
   local script = os.tmpname()
   local f = io.open(script, "w")
