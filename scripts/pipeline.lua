@@ -99,7 +99,7 @@ function script.run(o)
     if not f then
       io.stderr:write("pipeline.lua: cannot read ", err, "\n")
       io.stderr:flush()
-      os.exit(2)
+      os.exit(2, true)
     end
     f:close()
     lines = io.lines(file)

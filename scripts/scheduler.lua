@@ -9,8 +9,11 @@
 --   return { parallel = 2, tasks = {
 --     { name = "fetch", run = function(inputs) ... return value end },
 --     { name = "build", after = { "fetch" }, lua = "local inputs = ...; return inputs.fetch", timeout = 5, retries = 1 },
+--     { name = "pack", after = { "build" }, command = "tar czf out.tgz src" },
 --   } }
--- or the same as JSON (then tasks are `lua` chunks; `run` needs a Lua file).
+-- or the same as JSON (then tasks are `lua` chunks or commands; `run` needs
+-- a Lua file). A command runs through async.process: a string with /bin/sh,
+-- a list as the program and its arguments, no shell.
 -- Exit status: 0 every task succeeded, 1 one failed (its dependants were
 -- skipped), 2 a bad command line or description (a cycle, say).
 
@@ -26,14 +29,20 @@ local kit = require "scriptkit"
 
 local format, concat = string.format, table.concat
 
+-- Command tasks need async.process; an asyncrun without it rejects them.
+local has_process, process = pcall(require, "async.process")
+if not has_process then process = nil end
+
 local script = {
   name = "scheduler",
   title = "Scheduler",
   summary = "Runs a DAG of tasks from a Lua or JSON description, each as soon as its dependencies succeed.",
   description = "A task is { name =, after = { names }, run = function(inputs) | lua = \"chunk\",\n"
     .. "timeout = seconds, retries = n }; `inputs` maps each dependency's name to its\n"
-    .. "result. Command tasks (command = \"...\") need async.process, which this asyncrun\n"
-    .. "does not have yet: a description with one is rejected.\n"
+    .. "result. A command task (command = \"shell line\" or { \"prog\", \"arg\", ... }) runs\n"
+    .. "as a child process: it succeeds when it exits 0, its result is its output\n"
+    .. "(trimmed), and its dependencies' results are in its environment as\n"
+    .. "IN_<NAME> (the name in upper case, other characters as _).\n"
     .. "Exit status: 0 all succeeded, 1 a task failed, 2 a bad command line or description.",
   args = "FILE",
   min_args = 1,
@@ -49,7 +58,7 @@ local function reject(file, problems)
   for _, p in ipairs(problems) do io.stderr:write("scheduler.lua: ", file, ": ", p, "\n") end
   io.stderr:flush()
   io.stdout:flush()
-  os.exit(2)
+  os.exit(2, true)
 end
 
 -- Reads FILE: JSON when it ends in .json or starts with '{', else a Lua
@@ -69,6 +78,26 @@ local function load_description(file)
   local ok, value = pcall(chunk)
   if not ok then return nil, "the description raised: " .. tostring(value) end
   return value
+end
+
+-- Runs a command task: the child gets the dependencies' results in its
+-- environment (IN_<NAME>); it succeeds when it exits 0. Returns its output,
+-- trimmed; raises "exit N: <last line of stderr>" otherwise. Cancelling the
+-- task (a timeout, Ctrl-C) stops the child: async.process sees to that.
+local function run_command(name, argv, inputs)
+  local env = {}
+  for dep, v in pairs(inputs) do
+    env["IN_" .. dep:upper():gsub("[^%w]", "_")] = type(v) == "table" and "(a table)" or tostring(v)
+  end
+  local r = process.exec(argv, { env = env, inherit_env = true })
+  if r.code ~= 0 then
+    local last = (r.stderr or ""):match("([^\n]+)\n*$") or ""
+    local how = r.code and format("exit %d", r.code) or "killed by " .. tostring(r.signal)
+    error(last ~= "" and how .. ": " .. last or how, 0)
+  end
+  local out = (r.stdout or ""):match("^%s*(.-)%s*$")
+  if out == "" then return nil end
+  return math.tointeger(tonumber(out)) or tonumber(out) or out
 end
 
 -- Checks the description; returns the task list (each with its index, its
@@ -93,11 +122,28 @@ local function validate(file, desc)
     by_name[name] = by_name[name] or t
     if type(spec) == "table" then
       local kinds = (spec.run ~= nil and 1 or 0) + (spec.lua ~= nil and 1 or 0) + (spec.command ~= nil and 1 or 0)
-      if spec.command ~= nil then
-        problem("task '%s': command tasks need async.process, which this asyncrun does not have yet "
+      if kinds ~= 1 then
+        problem("task '%s' needs exactly one of run (a function), lua (a chunk of Lua) or command", name)
+      elseif spec.command ~= nil and not process then
+        problem("task '%s': command tasks need async.process, which this asyncrun does not have "
           .. "(use a Lua task: run = function or lua = \"chunk\")", name)
-      elseif kinds ~= 1 then
-        problem("task '%s' needs exactly one of run (a function) or lua (a chunk of Lua)", name)
+      elseif spec.command ~= nil then
+        local argv = spec.command
+        if type(argv) == "string" then
+          argv = { "/bin/sh", "-c", argv }
+        elseif type(argv) ~= "table" or #argv == 0 then
+          problem("task '%s': command must be a shell line or a non-empty list of strings", name)
+          argv = nil
+        else
+          for k, a in ipairs(argv) do
+            if type(a) ~= "string" and type(a) ~= "number" then
+              problem("task '%s': command element #%d is not a string", name, k)
+              argv = nil
+              break
+            end
+          end
+        end
+        if argv then t.fn = function(inputs) return run_command(name, argv, inputs) end end
       elseif spec.run ~= nil and type(spec.run) ~= "function" then
         problem("task '%s': run must be a function", name)
       elseif spec.lua ~= nil then

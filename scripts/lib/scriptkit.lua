@@ -54,13 +54,16 @@ function M.help(script)
   return concat(lines, "\n") .. "\n"
 end
 
--- Prints a usage error on stderr and exits with status 2.
+-- Prints a usage error on stderr and exits with status 2. Every exit here
+-- closes the Lua state first (os.exit's second argument): the engine's
+-- handles and memory are then released, as at a normal end, and the
+-- sanitizer build finds no leak.
 function M.usage_error(script, fmt, ...)
   stderr:write(script.name, ".lua: ", format(fmt, ...), "\n", usage_line(script), "\n",
     "(--help lists the options)\n")
   stderr:flush()
   stdout:flush()
-  exit(2)
+  exit(2, true)
 end
 
 -- Parses argv (a list of strings) against script.options and COMMON.
@@ -169,7 +172,7 @@ function M.main(script, ...)
   end
   local status = script.run(M.prepare(o))
   stdout:flush()
-  if status and status ~= 0 then exit(status) end
+  if status and status ~= 0 then exit(status, true) end
 end
 
 -- Seconds as "1.23 s".

@@ -119,8 +119,7 @@ echo '{"tasks": [{"name":"a","lua":"return 1","after":["c"]},{"name":"b","lua":"
 reject "a cycle is rejected, named" cycle.json "^scheduler.lua: cycle.json: dependency cycle: a -> b -> c -> a$"
 echo 'return { tasks = { { name = "x", after = { "x" }, run = function() end } } }' > self.lua
 reject "a task after itself is a cycle" self.lua "task 'x' comes after itself \(cycle: x -> x\)"
-echo '{"tasks": [{"name":"build","command":"make"}]}' > cmd.json
-reject "command tasks are not supported yet" cmd.json "task 'build': command tasks need async.process, which this asyncrun does not have yet"
+# (Command tasks: tests/cli/test_scripts_ext_files.sh.)
 echo '{"tasks": [{"name":"a","lua":"return 1","after":["zz"]},{"name":"a","lua":"return 2"}]}' > names.json
 reject "an unknown dependency is named" names.json "task 'a' comes after 'zz', which is not a task"
 reject "a duplicate name is named" names.json "two tasks are named 'a'"

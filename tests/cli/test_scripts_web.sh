@@ -50,7 +50,7 @@ between "speed-up" "$(field full.out '^speed-up: ')" 1.4 2.6
 empty "full: nothing on stderr" full.err
 
 # Without --base-url: the local service, when asyncrun has a server.
-if "$AR" -e 'os.exit(type(require("async.http").serve) == "function" and 0 or 1)'; then
+if "$AR" -e 'os.exit(type(require("async.http").serve) == "function" and 0 or 1, true)'; then
   start local -- "$AR" "$SCRIPTS/web_requests.lua" --seed 1 --quiet
   finish local
   status_is local 0
