@@ -161,7 +161,8 @@ static void opt_function(lua_State *L, const char *name) {
 }
 
 /* async.retry(fn, opts) -> fn()'s results. opts: retries (3), delay (1),
- * backoff (2), jitter (0.1), max_delay (none), retry_if, on_retry. */
+ * backoff (2), jitter (0.1), max_delay (none), seed (none: from the
+ * clock), retry_if, on_retry. */
 static int l_retry(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   if (lua_isnoneornil(L, 2)) {
@@ -188,7 +189,18 @@ static int l_retry(lua_State *L) {
   opt_function(L, "retry_if"); /* 4 */
   opt_function(L, "on_retry"); /* 5 */
   r->attempt = 0;
-  r->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)r << 16) ^ 0x9E3779B97F4A7C15ULL;
+  /* opts.seed makes the jitter repeat from run to run. */
+  ty = lua_getfield(L, 2, "seed");
+  if (ty != LUA_TNIL) {
+    lua_Integer seed = lua_tointegerx(L, -1, &isint);
+    if (ty != LUA_TNUMBER || !isint)
+      luaL_argerror(L, 2, "seed must be an integer");
+    r->rng = (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
+  } else {
+    r->rng =
+        uv_hrtime() ^ ((uint64_t)(uintptr_t)r << 16) ^ 0x9E3779B97F4A7C15ULL;
+  }
+  lua_pop(L, 1);
   if (r->rng == 0) r->rng = 1;
   return attempt(L, r);
 }

@@ -19,8 +19,7 @@ local script = {
   title = "Retry with backoff",
   summary = "Retry with exponential backoff and jitter: one service that recovers, one that stays down.",
   description = "The waits double from --delay, each up to 20% longer at random (the jitter).\n"
-    .. "--seed fixes which failures happen; async.retry draws its jitter from its own\n"
-    .. "generator, so the waits vary within that 20% from run to run.",
+    .. "--seed fixes which failures happen and the jitter (async.retry's seed option).",
   options = {
     { "retries", "N", "retries after the first attempt (default 4)", "integer", min = 0 },
     { "delay", "S", "seconds before the first retry (default 0.25)", "number", min = 0 },
@@ -67,7 +66,7 @@ function script.run(o)
       return call()
     end, {
       retries = retries, delay = delay, backoff = 2, jitter = 0.2, max_delay = 8,
-      retry_if = retry_if,
+      seed = o.seed, retry_if = retry_if,
       on_retry = function(attempt, err, wait)
         o.show("  attempt %d failed (%s: %s), next in %.2f s", attempt, err.kind, err.message, wait)
       end,

@@ -148,4 +148,22 @@ check.test("misuse raises clear errors", function()
   check.matches(e, "test_retry%.lua:%d+: bad argument", "error points at the caller")
 end)
 
+check.test("seed: the same seed gives the same jitter", function()
+  local function waits(seed)
+    local w = {}
+    pcall(async.retry, function() error("down") end, {
+      retries = 4, delay = 0.001, jitter = 1, seed = seed,
+      on_retry = function(_, _, wait) w[#w + 1] = wait end,
+    })
+    return w
+  end
+  local a, b, c = waits(42), waits(42), waits(43)
+  check.eq(#a, 4, "waits")
+  for i = 1, 4 do check.eq(a[i], b[i], "wait " .. i) end
+  local same = true
+  for i = 1, 4 do same = same and a[i] == c[i] end
+  check.truthy(not same, "another seed, other waits")
+  check.raises(nil, async.retry, function() end, { seed = 1.5 })
+end)
+
 check.done()
