@@ -18,16 +18,9 @@
 -- Exit status: 0 every request succeeded, 1 some gave up, 2 a bad command
 -- line (or no HTTP server in this asyncrun for the local API).
 
--- require does not search a script's own directory: find scripts/lib from
--- this file's path, so the script runs from any directory.
-do
-  local path = debug.getinfo(1, "S").source:match("^@(.*)$") or arg and arg[0] or ""
-  local entry = (path:match("^(.*)/[^/]*$") or ".") .. "/lib/?.lua"
-  if not package.path:find(entry, 1, true) then package.path = entry .. ";" .. package.path end
-end
 local async = require "async"
 local http = require "async.http"
-local kit = require "scriptkit"
+local kit = require "lib.scriptkit"
 
 local format, concat, sort, byte = string.format, table.concat, table.sort, string.byte
 local ceil, max, min, random = math.ceil, math.max, math.min, math.random

@@ -17,16 +17,9 @@
 -- the event stream and /api/status the current state as JSON.
 -- Exit status: 0 after --duration (or Ctrl-C), 2 a bad command line.
 
--- require does not search a script's own directory: find scripts/lib from
--- this file's path, so the script runs from any directory.
-do
-  local path = debug.getinfo(1, "S").source:match("^@(.*)$") or arg and arg[0] or ""
-  local entry = (path:match("^(.*)/[^/]*$") or ".") .. "/lib/?.lua"
-  if not package.path:find(entry, 1, true) then package.path = entry .. ";" .. package.path end
-end
 local async = require "async"
 local http = require "async.http"
-local kit = require "scriptkit"
+local kit = require "lib.scriptkit"
 local cjson = require "cjson"
 
 local format, concat, gsub, match = string.format, table.concat, string.gsub, string.match

@@ -3,15 +3,8 @@
 -- async.retry calls an unreliable operation again after a failure.
 --   asyncrun scripts/error_handling.lua [--seed N] [--quiet]
 
--- require does not search a script's own directory: find scripts/lib from
--- this file's path, so the script runs from any directory.
-do
-  local path = debug.getinfo(1, "S").source:match("^@(.*)$") or arg and arg[0] or ""
-  local entry = (path:match("^(.*)/[^/]*$") or ".") .. "/lib/?.lua"
-  if not package.path:find(entry, 1, true) then package.path = entry .. ";" .. package.path end
-end
 local async = require "async"
-local kit = require "scriptkit"
+local kit = require "lib.scriptkit"
 
 local script = {
   name = "error_handling",

@@ -5,17 +5,14 @@
 -- Exit status: 0 when every demo succeeded, 1 when one failed (the others
 -- still run), 2 for a bad command line.
 
--- require does not search a script's own directory: find scripts/lib from
--- this file's path, so the script runs from any directory.
+-- The demos sit next to this file (require finds lib/ there by itself).
 local here
 do
   local path = debug.getinfo(1, "S").source:match("^@(.*)$") or arg and arg[0] or ""
   here = path:match("^(.*)/[^/]*$") or "."
-  local entry = here .. "/lib/?.lua"
-  if not package.path:find(entry, 1, true) then package.path = entry .. ";" .. package.path end
 end
 local async = require "async"
-local kit = require "scriptkit"
+local kit = require "lib.scriptkit"
 
 local DEMOS = { "simple_tasks", "web_requests", "error_handling", "retry", "timeouts", "patterns" }
 

@@ -17,15 +17,8 @@
 -- Exit status: 0 every task succeeded, 1 one failed (its dependants were
 -- skipped), 2 a bad command line or description (a cycle, say).
 
--- require does not search a script's own directory: find scripts/lib from
--- this file's path, so the script runs from any directory.
-do
-  local path = debug.getinfo(1, "S").source:match("^@(.*)$") or arg and arg[0] or ""
-  local entry = (path:match("^(.*)/[^/]*$") or ".") .. "/lib/?.lua"
-  if not package.path:find(entry, 1, true) then package.path = entry .. ";" .. package.path end
-end
 local async = require "async"
-local kit = require "scriptkit"
+local kit = require "lib.scriptkit"
 
 local format, concat = string.format, table.concat
 

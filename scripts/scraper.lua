@@ -10,16 +10,9 @@
 -- Exit status: 0 no broken link, 1 broken links (or the start page failed),
 -- 2 a bad command line.
 
--- require does not search a script's own directory: find scripts/lib from
--- this file's path, so the script runs from any directory.
-do
-  local path = debug.getinfo(1, "S").source:match("^@(.*)$") or arg and arg[0] or ""
-  local entry = (path:match("^(.*)/[^/]*$") or ".") .. "/lib/?.lua"
-  if not package.path:find(entry, 1, true) then package.path = entry .. ";" .. package.path end
-end
 local async = require "async"
 local http = require "async.http"
-local kit = require "scriptkit"
+local kit = require "lib.scriptkit"
 
 local format, concat, sort = string.format, table.concat, table.sort
 local lower, gsub, gmatch, match = string.lower, string.gsub, string.gmatch, string.match

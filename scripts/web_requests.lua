@@ -12,16 +12,9 @@
 -- (the server could not be reached, the request timed out) or when no
 -- server is available, 2 for a bad command line.
 
--- require does not search a script's own directory: find scripts/lib from
--- this file's path, so the script runs from any directory.
-do
-  local path = debug.getinfo(1, "S").source:match("^@(.*)$") or arg and arg[0] or ""
-  local entry = (path:match("^(.*)/[^/]*$") or ".") .. "/lib/?.lua"
-  if not package.path:find(entry, 1, true) then package.path = entry .. ";" .. package.path end
-end
 local async = require "async"
 local http = require "async.http"
-local kit = require "scriptkit"
+local kit = require "lib.scriptkit"
 
 local PATHS = { "/delay/1", "/delay/2", "/delay/3", "/json", "/uuid", "/headers" }
 
@@ -70,7 +63,7 @@ function script.run(o)
     end
   else
     local why
-    srv, why = require("httpbin_local").start()
+    srv, why = require("lib.httpbin_local").start()
     if not srv then
       io.stderr:write("web_requests.lua: ", why, "\n")
       return 1

@@ -6,8 +6,9 @@ local async = require "async"
 local check = require "check"
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
--- The skeleton of a scenario in scenarios.md requires scripts/lib/scriptkit.
-package.path = here .. "/../../scripts/lib/?.lua;" .. package.path
+-- The skeleton of a scenario in scenarios.md requires lib.scriptkit, found
+-- next to the script in scripts/.
+package.path = here .. "/../../scripts/?.lua;" .. package.path
 
 local function examples(doc)
   local f = assert(io.open(here .. "/../../docs/" .. doc, "r"))
