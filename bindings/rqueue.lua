@@ -73,7 +73,7 @@ local function fix(v)
   elseif type(v) == "table" then
     for k, x in pairs(v) do
       local y = fix(x)
-      if y ~= x then v[k] = y end
+      if y ~= x or math_type(y) ~= math_type(x) then v[k] = y end
     end
   end
   return v

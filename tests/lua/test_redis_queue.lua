@@ -91,6 +91,8 @@ local function run()
     check.eq(q:get(), "two")
     local t = q:get()
     check.eq(t.three, 3)
+    check.eq(math.type(t.three), "integer", "integers inside tables too")
+    check.eq(math.type(t.list[1]), "integer")
     check.eq(t.list[2], 2.5)
     check.eq(q:size(), 0)
     local joined = false
