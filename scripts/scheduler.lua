@@ -28,6 +28,8 @@ local async = require "async"
 local kit = require "lib.scriptkit"
 
 local format, concat = string.format, table.concat
+local math_type, tointeger = math.type, math.tointeger
+local json_encode = require("cjson").encode
 
 -- Command tasks need async.process; an asyncrun without it rejects them.
 local has_process, process = pcall(require, "async.process")
@@ -260,14 +262,14 @@ end
 -- function, say) travels as its one-line description.
 local function portable(v)
   if v == nil or type(v) == "string" or type(v) == "number" or type(v) == "boolean" then return v end
-  if type(v) == "table" and not getmetatable(v) and pcall(require("cjson").encode, v) then return v end
+  if type(v) == "table" and not getmetatable(v) and pcall(json_encode, v) then return v end
   return brief(v, 200)
 end
 
 -- JSON numbers come back as floats: integral ones become integers again,
 -- inside tables too (20, not 20.0, as when the task ran here).
 local function integral(v)
-  if math.type(v) == "float" then return math.tointeger(v) or v end
+  if math_type(v) == "float" then return tointeger(v) or v end
   if type(v) == "table" then
     for k, x in pairs(v) do v[k] = integral(x) end
   end
