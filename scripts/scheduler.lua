@@ -4,6 +4,7 @@
 -- makes every task that depends on it, directly or not, be skipped. A
 -- dependency cycle is rejected before anything runs, with the cycle named.
 --   asyncrun scripts/scheduler.lua FILE [--parallel N] [--dry-run] [--seed N] [--quiet]
+--   asyncrun scripts/scheduler.lua FILE --redis URL --role coordinator|worker [--name NAME]
 --
 -- The description (docs/scenarios.md has the details):
 --   return { parallel = 2, tasks = {
@@ -16,11 +17,19 @@
 -- a list as the program and its arguments, no shell.
 -- Exit status: 0 every task succeeded, 1 one failed (its dependants were
 -- skipped), 2 a bad command line or description (a cycle, say).
+--
+-- With --redis, the work is spread over processes: one coordinator decides
+-- as above what runs when, and puts each ready task's name and inputs on a
+-- distributed queue (NAME:tasks); any number of workers, each with the same
+-- FILE, take them, run them (--parallel at once each) and put the outcome
+-- on a second queue (NAME:results) that the coordinator reads.
 
 local async = require "async"
 local kit = require "lib.scriptkit"
 
 local format, concat = string.format, table.concat
+local math_type, tointeger = math.type, math.tointeger
+local json_encode = require("cjson").encode
 
 -- Command tasks need async.process; an asyncrun without it rejects them.
 local has_process, process = pcall(require, "async.process")
@@ -36,13 +45,18 @@ local script = {
     .. "as a child process: it succeeds when it exits 0, its result is its output\n"
     .. "(trimmed), and its dependencies' results are in its environment as\n"
     .. "IN_<NAME> (the name in upper case, other characters as _).\n"
-    .. "Exit status: 0 all succeeded, 1 a task failed, 2 a bad command line or description.",
+    .. "Exit status: 0 all succeeded, 1 a task failed, 2 a bad command line or description.\n"
+    .. "With --redis URL, --role coordinator decides what runs and --role worker (as\n"
+    .. "many as you like, same FILE and --name) runs it; a NAME serves one run.",
   args = "FILE",
   min_args = 1,
   max_args = 1,
   options = {
     { "parallel", "N", "tasks running at once (default: the file's, else 4)", "integer", min = 1 },
     { "dry-run", nil, "check the description and show the order, run nothing" },
+    { "redis", "URL", "spread the tasks over processes through this Redis server" },
+    { "role", "ROLE", "with --redis: coordinator or worker" },
+    { "name", "NAME", "with --redis: the run's name, prefix of its queues (default scheduler)" },
   },
 }
 
@@ -244,8 +258,75 @@ local function brief(v, width)
   return #s > width and s:sub(1, width - 3) .. "..." or s
 end
 
+-- What crosses a distributed queue must be JSON: a value that is not (a
+-- function, say) travels as its one-line description.
+local function portable(v)
+  if v == nil or type(v) == "string" or type(v) == "number" or type(v) == "boolean" then return v end
+  if type(v) == "table" and not getmetatable(v) and pcall(json_encode, v) then return v end
+  return brief(v, 200)
+end
+
+-- JSON numbers come back as floats: integral ones become integers again,
+-- inside tables too (20, not 20.0, as when the task ran here).
+local function integral(v)
+  if math_type(v) == "float" then return tointeger(v) or v end
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = integral(x) end
+  end
+  return v
+end
+
+-- The two queues of a distributed run; refuses a NAME an earlier run closed.
+local function open_queues(o, check)
+  local name = o.name or "scheduler"
+  local tasks = async.queue{ url = o.redis, name = name .. ":tasks" }
+  local results = async.queue{ url = o.redis, name = name .. ":results" }
+  if check and tasks:is_closed() then
+    io.stderr:write("scheduler.lua: the queues of run '", name, "' were used by an earlier run: ",
+      "give this one another --name\n")
+    io.stderr:flush()
+    os.exit(2, true)
+  end
+  o.show("distributed: run '%s' on %s, this process: %s", name, o.redis, o.role)
+  return tasks, results
+end
+
+-- A worker of a distributed run: takes task names until the coordinator
+-- closes the queue, runs them, puts back their outcomes.
+local function work(o, tasks_by_name, parallel)
+  local todo, results = open_queues(o, false)
+  local counts = { ok = 0, failed = 0 }
+  local t0 = async.now()
+  async.group(function(g)
+    for _ = 1, parallel do
+      g:spawn(function()
+        while true do
+          local m = todo:get()
+          if m == nil then return end
+          local t = tasks_by_name[m.name]
+          local started = async.now()
+          local ok, value = false, "no task named '" .. tostring(m.name) .. "' in this worker's file"
+          if t then ok, value = pcall(execute, t, integral(m.inputs or {})) end
+          o.log("[+%.3fs] %s %s", async.now() - t0, ok and "ok  " or "FAIL", m.name)
+          counts[ok and "ok" or "failed"] = counts[ok and "ok" or "failed"] + 1
+          results:put({ name = m.name, ok = ok, value = portable(value), took = async.now() - started })
+          todo:task_done()
+        end
+      end)
+    end
+  end)
+  o.show("worker: %d ok, %d failed in %.2f s", counts.ok, counts.failed, async.now() - t0)
+  todo:disconnect()
+  results:disconnect()
+  return 0
+end
+
 function script.run(o)
   local file = o.args[1]
+  if (o.role or o.name) and not o.redis then kit.usage_error(script, "--role and --name need --redis") end
+  if o.redis and o.role ~= "coordinator" and o.role ~= "worker" then
+    kit.usage_error(script, "--redis needs --role coordinator or --role worker")
+  end
   local desc, err = load_description(file)
   if desc == nil then reject(file, { err }) end
   local tasks = validate(file, desc)
@@ -257,6 +338,11 @@ function script.run(o)
 
   kit.heading(o, script.title)
   o.show("%d tasks from %s, at most %d at once", #tasks, file, parallel)
+  if o.redis and o.role == "worker" and not o.dry_run then
+    local by_name = {}
+    for _, t in ipairs(tasks) do by_name[t.name] = t end
+    return work(o, by_name, parallel)
+  end
 
   if o.dry_run then
     -- Levels: a task's level is one more than its highest dependency's.
@@ -285,7 +371,10 @@ function script.run(o)
 
   local counts = { ok = 0, failed = 0, skipped = 0 }
   local running, peak, decided = 0, 0, 0
-  local done = async.queue()
+  local done, todo = async.queue(), nil
+  if o.redis then todo, done = open_queues(o, true) end
+  local by_name = {}
+  for _, t in ipairs(tasks) do by_name[t.name] = t end
   local t0 = async.now()
   local function at() return format("[+%.3fs]", async.now() - t0) end
 
@@ -316,21 +405,30 @@ function script.run(o)
           for _, d in ipairs(t.deps) do inputs[d.name] = result[d] end
           o.log("%s start %s", at(), t.name)
           local started = async.now()
-          g:spawn(function()
+          if todo then
+            -- Distributed: a worker runs it and puts its outcome on `done`.
+            todo:put({ name = t.name, inputs = inputs })
+          else g:spawn(function()
             -- Whatever happens is the task's outcome, a cancellation too:
             -- if the scheduler itself is cancelled (Ctrl-C), the group
             -- cancels this task, the put below does not wait (the queue is
             -- unbounded), and the group then raises "cancelled".
             local ok, value = pcall(execute, t, inputs)
             done:put({ t = t, ok = ok, value = value, took = async.now() - started })
-          end)
+          end) end
         end
       end
       if running == 0 then break end
       local m = done:get()
+      if todo then
+        done:task_done()
+        m.t, m.value = by_name[m.name], integral(m.value)
+      end
+      local t = m.t
+      -- At least once: an outcome delivered again is not counted again.
+      if status[t] ~= "running" then goto next_outcome end
       running = running - 1
       decided = decided + 1
-      local t = m.t
       if m.ok then
         status[t], result[t] = "ok", m.value
         counts.ok = counts.ok + 1
@@ -345,8 +443,14 @@ function script.run(o)
         o.show("%s FAIL  %s (%.2f s): %s", at(), t.name, m.took, brief(m.value, 200))
         skip_dependants(t, t.name .. " failed")
       end
+      ::next_outcome::
     end
   end)
+  if todo then
+    todo:close()
+    todo:disconnect()
+    done:disconnect()
+  end
 
   o.show("%d ok, %d failed, %d skipped in %.2f s (at most %d at once)",
     counts.ok, counts.failed, counts.skipped, async.now() - t0, peak)
