@@ -54,6 +54,7 @@ struct group_s {
   uint8_t cancelled_owner; /* we cancelled the owner's body */
   uint8_t aborting;        /* the children have been cancelled */
   uint8_t uncancelled;     /* our cancel of the body was withdrawn */
+  int cancels_base;        /* the owner's requests when the group began */
   uint8_t cancelling;      /* the owner's wait is being cancelled */
 };
 
@@ -218,7 +219,7 @@ static int group_wait_c(lua_State *L) {
 static int withdraw(group_t *g) {
   if (!g->cancelled_owner || g->uncancelled) return 0;
   g->uncancelled = 1;
-  return ar__task_uncancel(g->owner) > 0;
+  return ar__task_uncancel(g->owner, g->cancels_base) > 0;
 }
 
 /* Stack of async.group while it runs: 1 body, 2 group, 3.. the body's
@@ -326,6 +327,7 @@ static int l_group(lua_State *L) {
   g->phase = PHASE_BODY;
   g->failing = g->cancelled = g->waiting = g->cancelled_owner = 0;
   g->aborting = g->uncancelled = g->cancelling = 0;
+  g->cancels_base = ar__task_cancels(self);
   luaL_setmetatable(L, GROUP_MT);
   lua_newtable(L);
   lua_setiuservalue(L, 2, 1);

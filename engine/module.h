@@ -177,10 +177,15 @@ int ar__task_raise_cancelled(lua_State *L);
 /* The same error, pushed instead of raised (to add fields, then raise it
  * with ar__error_throw); the cancellation is consumed too. */
 void ar__task_push_cancelled_error(lua_State *L);
-/* Withdraws one cancellation this primitive requested itself (a group
- * cancelling its owner's body), as asyncio's uncancel(). Returns the
- * requests still outstanding: more than zero means someone else asked. */
-int ar__task_uncancel(ar__task_t *t);
+/* Cancellation requests a task has received so far and seen delivered:
+ * what a primitive that may cancel the task itself records when it
+ * begins (a group, before cancelling its owner's body). */
+int ar__task_cancels(const ar__task_t *t);
+/* Withdraws one cancellation the primitive requested itself, as asyncio's
+ * uncancel(). `base` is what ar__task_cancels gave when it began. Returns
+ * how many requests came from elsewhere since then; when none, its own
+ * request, if still pending, is dropped. */
+int ar__task_uncancel(ar__task_t *t, int base);
 
 /* Yields once: the task goes to the back of the ready queue (sleep(0)). */
 int ar__task_yield(lua_State *L, ar__task_t *t);

@@ -381,10 +381,20 @@ void ar__task_cancel(ar__task_t *t) {
   if (t->state == AR__TASK_WAITING && !t->cancelling) ar__sched_push(t->E, t);
 }
 
-int ar__task_uncancel(ar__task_t *t) {
+int ar__task_cancels(const ar__task_t *t) {
+  /* One still pending is not counted: whoever asked is still waiting for
+   * it, and it must survive a withdrawal that is not its own. */
+  return (int)t->ncancels - t->cancel_due;
+}
+
+int ar__task_uncancel(ar__task_t *t, int base) {
   if (t->ncancels > 0 && t->ncancels < UINT16_MAX) t->ncancels--;
-  if (t->ncancels == 0) t->cancel_due = 0;
-  return t->ncancels;
+  int others = (int)t->ncancels - base;
+  if (others <= 0) {
+    t->cancel_due = 0;
+    return 0;
+  }
+  return others;
 }
 
 /* Whether `from` waits, through joins that are being cancelled, on

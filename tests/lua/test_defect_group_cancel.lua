@@ -56,4 +56,26 @@ check.test("outside cancel, then the child fails: the owner sees the cancel", fu
   saw_cancel(log)
 end)
 
+check.test("a cancellation caught long before does not make the group's own cancel outlive it", function()
+  local log = {}
+  local o = async.spawn(function()
+    local ok = pcall(async.sleep, 10) -- cancelled from outside, and caught
+    log[#log + 1] = ok and "slept" or "caught"
+    local q = async.queue()
+    local ok2, e = pcall(async.group, function(g)
+      g:spawn(function() q:put("item"); error("boom") end)
+      return q:get() -- handed the item as the child fails: it returns
+    end)
+    log[#log + 1] = ok2 and "group ok" or ("group " .. (type(e) == "table" and e.kind or tostring(e)))
+    local ok3, e3 = pcall(async.sleep, 0.01) -- nothing is due any more
+    log[#log + 1] = ok3 and "sleep ok" or ("sleep " .. (type(e3) == "table" and e3.kind or tostring(e3)))
+  end)
+  async.sleep(0.01)
+  o:cancel()
+  o:await()
+  check.eq(log[1], "caught", "the outside cancel was caught")
+  check.matches(log[2], "^group .*boom$", "the group raised the child's error")
+  check.eq(log[3], "sleep ok", "no stale cancellation after the group")
+end)
+
 check.done()

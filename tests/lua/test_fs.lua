@@ -3,12 +3,7 @@ local async = require "async"
 local fs = require "async.fs"
 local check = require "check"
 
-local function sh(cmd) -- the first line a command prints
-  local h = io.popen(cmd)
-  local out = h:read("l")
-  h:close()
-  return out
-end
+local sh = check.sh
 local dir = sh("mktemp -d /tmp/asyncrun-fs-XXXXXX")
 local function p(name) return dir .. "/" .. name end
 

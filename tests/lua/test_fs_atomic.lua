@@ -5,12 +5,7 @@ local async = require "async"
 local fs = require "async.fs"
 local check = require "check"
 
-local function sh(cmd)
-  local h = io.popen(cmd)
-  local out = h:read("l")
-  h:close()
-  return out
-end
+local sh = check.sh
 local dir = sh("mktemp -d /tmp/asyncrun-fsatomic-XXXXXX")
 local asyncrun = arg[-1]
 local target = dir .. "/target"

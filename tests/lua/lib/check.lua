@@ -96,6 +96,15 @@ function check.test(name, fn)
   io.flush()
 end
 
+-- The first line a shell command prints (a blocking popen: for set-up,
+-- not while the loop must run).
+function check.sh(cmd)
+  local h = io.popen(cmd)
+  local out = h:read("l")
+  h:close()
+  return out
+end
+
 function check.done()
   io.write(string.format("%d passed, %d failed\n", check.passed, check.failed))
   io.flush()
