@@ -105,6 +105,9 @@ static void stash_traceback(lua_State *co, ar__task_t *t) {
   luaL_pushresult(&b);
   lua_rawsetp(co, LUA_REGISTRYINDEX, t);
   lua_pop(co, 1); /* the re-raise anchor */
+  /* Consulted once: the failed task's results need not outlive it. */
+  lua_pushboolean(co, 0);
+  lua_rawseti(co, LUA_REGISTRYINDEX, E->reraise_ref);
 }
 
 /* The message handler: takes the traceback where the error was raised
