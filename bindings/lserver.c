@@ -19,7 +19,9 @@
  * task waiting (the dispatcher in core.next, a writer in R:write). The
  * engine contact is engine/module.h only: suspend/wake, handle counting,
  * and per-engine state whose stop hook (Ctrl-C) stops every server from
- * accepting and whose close hook shuts the rest down before lua_close. */
+ * accepting and holds the engine's stop while requests are in flight, for
+ * at most the servers' grace period, and whose close hook shuts the rest
+ * down before lua_close. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +86,7 @@ struct server_s {
   uv_tcp_t listener;
   uv_timer_t sweep; /* the request timeout (see sweep_cb) */
   uint64_t timeout; /* milliseconds */
+  uint64_t grace;   /* milliseconds: requests in flight get on Ctrl-C */
   uint8_t sweep_live;
   uint8_t conf_live;  /* conf initialized, not disposed */
   uint8_t listening;  /* listener not yet through its close callback */
@@ -102,9 +105,13 @@ struct server_s {
   uint8_t in_mod;
 };
 
-/* Per-engine state: the servers, for the stop and close hooks. */
+/* Per-engine state: the servers, for the stop and close hooks, and the
+ * grace period the stop hook holds the engine's stop for. */
 typedef struct {
   ar__list_t servers;
+  uv_timer_t grace;
+  uint8_t grace_live; /* the timer is initialized and not closed */
+  uint8_t holding;    /* ar__engine_hold taken */
 } srvmod_t;
 
 typedef struct {
@@ -116,6 +123,7 @@ typedef struct {
 } request_box_t;
 
 static void server_check(server_t *srv);
+static void grace_check(ar_engine_t *E);
 static const ar__module_t server_module;
 
 /* ---- h2o context teardown ----------------------------------------------
@@ -207,7 +215,9 @@ static void sreq_check(sreq_t *s) {
   free(s->buf);
   free(s);
   srv->nreqs--;
+  ar_engine_t *E = srv->E;
   server_check(srv);
+  grace_check(E);
 }
 
 static void sreq_wake(sreq_t *s) {
@@ -440,9 +450,7 @@ static void listener_closed_cb(uv_handle_t *h) {
  * (h2o ends keep-alive once a shutdown is requested). TLS connections are
  * left to h2o (HTTP/2 sends GOAWAY) unless `hard`, which shuts down both
  * directions of every connection (the engine is going away). */
-server_t *ar__dbg_srv;
 static void server_stop(server_t *srv, int hard) {
-  ar__dbg_srv = srv;
   if (!srv->stopped) {
     srv->stopped = 1;
     if (srv->listening)
@@ -522,6 +530,10 @@ static int l_listen(lua_State *L) {
   lua_Number timeout = luaL_optnumber(L, -1, 10);
   lua_pop(L, 1);
   luaL_argcheck(L, timeout > 0 && timeout < 86400, 3, "bad timeout");
+  lua_getfield(L, 3, "grace");
+  lua_Number grace = luaL_optnumber(L, -1, 5);
+  lua_pop(L, 1);
+  luaL_argcheck(L, grace >= 0 && grace < 86400, 3, "bad grace");
   lua_getfield(L, 3, "cert");
   const char *cert = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 3, "key");
@@ -562,6 +574,7 @@ static int l_listen(lua_State *L) {
   /* h2o's own timeout is a backstop (and TLS connections' timeout): the
    * sweep ends plain connections first, with a 408. */
   srv->timeout = (uint64_t)(timeout * 1000);
+  srv->grace = (uint64_t)(grace * 1000);
   srv->conf.http1.req_timeout = srv->timeout * 2 + 1000;
   srv->conf.http2.idle_timeout = (uint64_t)(timeout * 1000);
   h2o_hostconf_t *hc = h2o_config_register_host(
@@ -687,14 +700,56 @@ static int server_gc(lua_State *L) {
 
 /* ---- the engine's stop and close hooks ---------------------------------- */
 
-/* The engine is asked to stop (Ctrl-C): every server stops accepting, as
- * srv:close does, before the engine cancels the tasks (handlers whose
- * clients have had nothing get 503). */
-static void mod_stop(ar_engine_t *E, void *state) {
-  (void)E;
-  srvmod_t *m = state;
+static void grace_release(ar_engine_t *E, srvmod_t *m) {
+  if (!m->holding) return;
+  m->holding = 0;
+  uv_timer_stop(&m->grace);
+  ar__engine_release(E);
+}
+
+/* The grace period is over: the engine cancels the handlers with the rest
+ * of the tasks. */
+static void grace_timer_cb(uv_timer_t *tm) {
+  ar_engine_t *E = tm->data;
+  grace_release(E, ar__module_state(E, &server_module));
+}
+
+/* A request ended: the last one in flight ends the grace period early. */
+static void grace_check(ar_engine_t *E) {
+  srvmod_t *m = ar__module_state(E, &server_module);
+  if (m == NULL || !m->holding) return;
   for (ar__list_t *n = m->servers.next; n != &m->servers; n = n->next)
-    server_stop(ar__container_of(n, server_t, live), 0);
+    if (ar__container_of(n, server_t, live)->nreqs > 0) return;
+  grace_release(E, m);
+}
+
+/* The engine is asked to stop (Ctrl-C, the run's end): every server stops
+ * accepting, as srv:close does. While requests are in flight the engine's
+ * stop is held, so their handlers may finish, for at most the longest
+ * grace among the servers that have some; then the engine cancels every
+ * task, handlers included (their clients get a 503 if nothing was sent). */
+static void mod_stop(ar_engine_t *E, void *state) {
+  srvmod_t *m = state;
+  uint64_t grace = 0;
+  int busy = 0;
+  for (ar__list_t *n = m->servers.next; n != &m->servers; n = n->next) {
+    server_t *srv = ar__container_of(n, server_t, live);
+    server_stop(srv, 0);
+    if (srv->nreqs > 0) {
+      busy = 1;
+      if (srv->grace > grace) grace = srv->grace;
+    }
+  }
+  if (!busy || grace == 0 || m->holding) return;
+  if (!m->grace_live) {
+    uv_timer_init(ar_engine_loop(E), &m->grace);
+    ar__handle_opened(E);
+    m->grace.data = E;
+    m->grace_live = 1;
+  }
+  m->holding = 1;
+  ar__engine_hold(E);
+  uv_timer_start(&m->grace, grace_timer_cb, grace, 0);
 }
 
 /* The engine is being freed, every task has ended: connections are shut
@@ -702,8 +757,12 @@ static void mod_stop(ar_engine_t *E, void *state) {
  * while the engine runs its loop for the last close callbacks. The
  * servers leave the state, which goes away after this. */
 static void mod_close(ar_engine_t *E, void *state) {
-  (void)E;
   srvmod_t *m = state;
+  grace_release(E, m);
+  if (m->grace_live) {
+    m->grace_live = 0;
+    uv_close((uv_handle_t *)&m->grace, ar__handle_close_cb);
+  }
   while (!ar__list_empty(&m->servers)) {
     server_t *srv = ar__container_of(m->servers.next, server_t, live);
     ar__list_remove(&srv->live);

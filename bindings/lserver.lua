@@ -418,7 +418,17 @@ end
 
 local OPTS = {host = "string", port = "number", handler = "function",
               tls = "table", max_body = "number", max_header = "number",
-              timeout = "number", max_connections = "number"}
+              timeout = "number", max_connections = "number",
+              grace = "number"}
+
+-- Numeric options: lowest value, fractions allowed, what is expected,
+-- highest value.
+local MIN = {timeout = {0.001, true, "seconds > 0 expected"},
+             grace = {0, true, "seconds >= 0 expected"},
+             port = {0, false, "a whole number 0-65535 expected", 65535},
+             max_body = {0, false, "a whole number of bytes expected"},
+             max_header = {256, false, "a whole number of bytes >= 256 expected"},
+             max_connections = {1, false, "a whole number >= 1 expected"}}
 
 local function serve(opts)
   if type(opts) ~= "table" then
@@ -431,9 +441,17 @@ local function serve(opts)
       error(format("bad argument #1 to 'serve' (option '%s': %s expected)", k, OPTS[k]), 2)
     end
   end
+  for k, lo in pairs(MIN) do
+    local v = opts[k]
+    if v ~= nil and not (v >= lo[1] and v <= (lo[4] or 86400 * 1e6)
+                         and (lo[2] or v == v // 1)) then
+      error(format("bad argument #1 to 'serve' (option '%s': %s)", k, lo[3]), 2)
+    end
+  end
   local host = opts.host or "127.0.0.1"
   local copts = {max_body = opts.max_body, max_header = opts.max_header,
-                 timeout = opts.timeout, max_connections = opts.max_connections}
+                 timeout = opts.timeout, max_connections = opts.max_connections,
+                 grace = opts.grace}
   if opts.tls then
     copts.cert, copts.key = opts.tls.cert, opts.tls.key
     if type(copts.cert) ~= "string" or type(copts.key) ~= "string" then

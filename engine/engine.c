@@ -214,8 +214,11 @@ size_t ar_engine_tasks(ar_engine_t *E) { return E->ntasks; }
 
 void ar_engine_stop(ar_engine_t *E) {
   if (E == NULL || E->L == NULL) return;
-  E->stopping = 1;
   ar__modules_stop(E);
+  if (E->holds > 0) { /* a stop hook lets work finish first */
+    E->stop_deferred = 1;
+    return;
+  }
   ar__list_t *n;
   for (n = E->tasks.next; n != &E->tasks; n = n->next)
     ar__task_cancel(ar__container_of(n, ar__task_t, live));

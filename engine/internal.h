@@ -251,7 +251,10 @@ struct ar_engine_s {
    * callback to release the engine. */
   int handles_open;
   int reqs_open; /* uv requests in flight (ar__req_started) */
-  int stopping;
+  /* ar__engine_hold: while holds > 0, ar_engine_stop runs the stop hooks
+   * but leaves the tasks alone; stop_deferred says one is owed. */
+  int holds;
+  int stop_deferred;
   char *errmsg;
 
   /* Interrupting Lua code that computes (ar_engine_interrupt, from a

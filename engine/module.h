@@ -37,11 +37,12 @@
  * 6. Teardown. Per-engine module state comes from ar__module_open; its
  *    stop hook runs once per run when the engine is asked to stop (the
  *    run ends, ar_engine_stop, the first Ctrl-C), before tasks are
- *    cancelled; its close hook when the engine is freed, after every task
- *    has ended and before lua_close, in reverse order of opening. The
- *    state's memory lasts until the engine's own, so handles embedded in
- *    it may finish closing later. Nothing relies on the order in which
- *    finalizers run. */
+ *    cancelled, and may hold the stop for a grace period
+ *    (ar__engine_hold); its close hook when the engine is freed, after
+ *    every task has ended and before lua_close, in reverse order of
+ *    opening. The state's memory lasts until the engine's own, so handles
+ *    embedded in it may finish closing later. Nothing relies on the order in
+ * which finalizers run. */
 #ifndef AR_MODULE_H
 #define AR_MODULE_H
 
@@ -288,6 +289,15 @@ typedef struct {
    * callbacks may run later) and free what is not waiting on one. */
   void (*close)(ar_engine_t *E, void *state);
 } ar__module_t;
+
+/* Holding the stop. A stop hook that lets work in flight finish first (a
+ * server's grace period) takes a hold: ar_engine_stop then cancels no task
+ * until the last hold is released, and the run's settling rounds do not
+ * count meanwhile. Whoever holds must release within a bounded time (a
+ * timer of its own, which also keeps the loop alive) and in its close
+ * hook at the latest. */
+void ar__engine_hold(ar_engine_t *E);
+void ar__engine_release(ar_engine_t *E);
 
 /* The module's state for E, created (zeroed) at the first call. Returns
  * NULL only when memory runs out. */

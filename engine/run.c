@@ -15,6 +15,7 @@
  * keep the process alive. "Stuck" (a deadlock) means nothing is queued
  * and nothing keeps the loop alive: no timer, no transfer, no pending
  * host operation. */
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,7 +99,7 @@ static int begin(ar_engine_t *E, struct start *s, int nargs) {
     ar__engine_set_error(E, "not enough memory", 17);
     return AR_ENOMEM;
   }
-  E->stopping = 0;
+  E->stop_deferred = 0;
   ar__modules_restart(E);
   E->root_ref = LUA_NOREF;
   s->nargs = nargs;
@@ -209,6 +210,18 @@ static void settle_round(ar_engine_t *E) {
   ar_engine_stop(E);
 }
 
+void ar__engine_hold(ar_engine_t *E) { E->holds++; }
+
+void ar__engine_release(ar_engine_t *E) {
+  assert(E->holds > 0);
+  if (--E->holds > 0 || !E->stop_deferred) return;
+  E->stop_deferred = 0;
+  if (E->phase == AR__PHASE_SETTLING)
+    settle_round(E);
+  else
+    ar_engine_stop(E);
+}
+
 /* The run is over: report it. A blocking caller collects the root's
  * results itself; a started run's callback gets them on the stack. */
 static void end_run(ar_engine_t *E) {
@@ -282,6 +295,11 @@ void ar__engine_watch(ar_engine_t *E) {
     }
   }
   if (E->phase != AR__PHASE_SETTLING) return;
+  if (E->holds > 0) {
+    /* A module's grace period: rounds start again at the release. */
+    E->settle_expired = 0;
+    return;
+  }
   if (E->ntasks > 0) {
     if (!stuck(E) && !E->settle_expired) return;
     if (++E->settle_round < 3) {

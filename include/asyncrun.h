@@ -196,7 +196,9 @@ AR_API int ar_engine_start_call(ar_engine_t *E, const char *name, int nargs,
 /* Cancels every task of the engine. Safe from any callback of the loop (a
  * signal handler's, say) and from C functions called by scripts; the run
  * in progress ends with AR_ECANCELLED once the tasks have cleaned up (the
- * root may still end otherwise if it catches the cancellation). */
+ * root may still end otherwise if it catches the cancellation). Modules
+ * stop taking work first; an HTTP server with requests in flight delays
+ * the cancellation for its grace period (docs/server.md). */
 AR_API void ar_engine_stop(ar_engine_t *E);
 
 /* ar_engine_stop for signal handlers (async-signal-safe, on the loop's

@@ -2,7 +2,9 @@
  * here the way docs/design.md ("Writing a module") describes: per-engine
  * state with stop and close hooks, a counted uv handle, and a thread-pool
  * request that outlives a cancelled task as an orphan. The engine must
- * wait for the orphan before it frees the loop. */
+ * wait for the orphan before it frees the loop. A third module holds the
+ * engine's stop for a grace period (ar__engine_hold), as the HTTP server
+ * does on Ctrl-C. */
 #include <unistd.h>
 
 #include "module.h"
@@ -161,7 +163,90 @@ static int luaopen_beep(lua_State *L) {
   return 1;
 }
 
+/* hold.arm(ms): the next stop is held for ms milliseconds by a timer. */
+typedef struct {
+  uv_timer_t timer;
+  int live, armed, held, released;
+  uint64_t ms;
+} hold_state_t;
+
+static void hold_stop(ar_engine_t *E, void *state);
+static void hold_close(ar_engine_t *E, void *state);
+static const ar__module_t hold_module = {"hold", sizeof(hold_state_t),
+                                         hold_stop, hold_close};
+
+static void hold_timer_cb(uv_timer_t *tm) {
+  ar_engine_t *E = tm->data;
+  hold_state_t *h = ar__module_state(E, &hold_module);
+  h->released++;
+  ar__engine_release(E);
+}
+
+static void hold_stop(ar_engine_t *E, void *state) {
+  hold_state_t *h = state;
+  if (!h->armed) return;
+  h->armed = 0;
+  h->held++;
+  ar__engine_hold(E);
+  uv_timer_start(&h->timer, hold_timer_cb, h->ms, 0);
+}
+
+static void hold_close(ar_engine_t *E, void *state) {
+  (void)E;
+  hold_state_t *h = state;
+  if (h->live) uv_close((uv_handle_t *)&h->timer, ar__handle_close_cb);
+}
+
+static int l_arm(lua_State *L) {
+  ar_engine_t *E = ar__engine_of(L);
+  hold_state_t *h = ar__module_open(E, &hold_module);
+  CHECK(h != NULL);
+  if (!h->live) {
+    uv_timer_init(ar_engine_loop(E), &h->timer);
+    h->timer.data = E;
+    ar__handle_opened(E);
+    h->live = 1;
+  }
+  h->ms = (uint64_t)luaL_checkinteger(L, 1);
+  h->armed = 1;
+  return 0;
+}
+
+/* hold.stop(): ar_engine_stop from a script. */
+static int l_stop_engine(lua_State *L) {
+  ar_engine_stop(ar__engine_of(L));
+  return 0;
+}
+
+static int luaopen_hold(lua_State *L) {
+  static const luaL_Reg f[] = {{"arm", l_arm}, {"stop", l_stop_engine}, {0, 0}};
+  luaL_newlib(L, f);
+  return 1;
+}
+
 /* ---- the tests --------------------------------------------------------- */
+
+/* A stop while running: the tasks live on through the hold, then are
+ * cancelled, the root with them. */
+static const char hold_running_script[] =
+    "local async, hold = require 'async', require 'hold'\n"
+    "local t0 = async.now()\n"
+    "local worker = async.spawn(function() async.sleep(0.2) return 'ok' end)\n"
+    "hold.arm(400)\n"
+    "hold.stop()\n"
+    "assert(worker:await() == 'ok', 'not cancelled while held')\n"
+    "local ok, e = pcall(async.sleep, 10)\n"
+    "assert(not ok and e.kind == 'cancelled')\n"
+    "held_for = async.now() - t0\n"
+    "error(e, 0)\n";
+
+/* The run's end: the task left behind is not cancelled while held, and
+ * settling does not count its rounds (the hold outlasts one). */
+static const char hold_settling_script[] =
+    "local async, hold = require 'async', require 'hold'\n"
+    "finished = false\n"
+    "async.spawn(function() async.sleep(1.05) finished = true end)\n"
+    "hold.arm(2000)\n";
 
 static const char beep_script[] =
     "local async, beep = require 'async', require 'beep'\n"
@@ -190,7 +275,29 @@ static const char script[] =
     "async.spawn(demo.slow)\n" /* left running: cancelled at the end */
     "async.sleep(0)\n";
 
+static void test_hold(void) {
+  ar_engine_t *E = ar_engine_new(NULL);
+  CHECK(E != NULL);
+  CHECK_INT(ar_engine_register_module(E, "hold", luaopen_hold), 0);
+  lua_State *L = ar_engine_lua(E);
+  CHECK_RC(E, ar_engine_run_string(E, hold_running_script, "=hold"),
+           AR_ECANCELLED);
+  lua_getglobal(L, "held_for");
+  CHECK(lua_tonumber(L, -1) >= 0.39 && lua_tonumber(L, -1) < 3);
+  lua_pop(L, 1);
+  CHECK_RC(E, ar_engine_run_string(E, hold_settling_script, "=hold"), 0);
+  lua_getglobal(L, "finished");
+  CHECK(lua_toboolean(L, -1));
+  lua_pop(L, 1);
+  hold_state_t *h = ar__module_state(E, &hold_module);
+  CHECK(h != NULL && h->held == 2 && h->released == 2);
+
+  ar_engine_free(E);
+  printf("ok   a module holds the engine's stop (running and settling)\n");
+}
+
 int main(void) {
+  test_hold();
   uv_loop_t loop;
   CHECK_INT(uv_loop_init(&loop), 0);
   ar_config_t *cfg = ar_config_new();
@@ -222,7 +329,7 @@ int main(void) {
   close_loop(&loop); /* runs the orphans to their end */
   CHECK_INT(orphans_freed, 2);
   CHECK_INT(results_delivered, 1);
-  printf("ok   a timer module; module state, hooks, handle and request "
-         "accounting, orphans\n");
+  printf("ok   a timer module; module state, hooks, "
+         "handle and request accounting, orphans\n");
   return 0;
 }
