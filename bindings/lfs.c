@@ -66,7 +66,7 @@ typedef struct {
 
 static void fs_state_close(ar_engine_t *E, void *state);
 static const ar__module_t fs_module = {"async.fs", sizeof(fs_state_t), NULL,
-                                       fs_state_close};
+                                       fs_state_close, NULL};
 
 /* ---- errors -------------------------------------------------------------- */
 

@@ -66,7 +66,7 @@ static void http_close_hook(ar_engine_t *E, void *state) {
 }
 
 static const ar__module_t http_module = {"async.http", sizeof(http_state_t),
-                                         NULL, http_close_hook};
+                                         NULL, http_close_hook, NULL};
 
 static ar__http_t *multi_peek(lua_State *L) {
   http_state_t *st = ar__module_state(ar__engine_of(L), &http_module);

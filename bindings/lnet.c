@@ -57,7 +57,7 @@ static void state_stop(ar_engine_t *E, void *data) {
 }
 
 static const ar__module_t net_module = {"async.net", sizeof(state_t),
-                                        state_stop, state_stop};
+                                        state_stop, state_stop, NULL};
 
 static state_t *state_of(lua_State *L) {
   ar_engine_t *E = ar__engine_of(L);

@@ -72,7 +72,7 @@ typedef struct {
 
 static void state_close(ar_engine_t *E, void *data);
 static const ar__module_t proc_module = {"async.process", sizeof(state_t), NULL,
-                                         state_close};
+                                         state_close, NULL};
 
 static void proc_unref(proc_t *p) {
   if (--p->refs == 0) free(p);

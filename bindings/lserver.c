@@ -32,6 +32,7 @@
 #include <openssl/ssl.h>
 
 #include "lserver_lua.h" /* generated from lserver.lua */
+#include "lserver_sock.h"
 #include "module.h"
 #include "modules.h"
 
@@ -47,10 +48,12 @@ typedef struct {
   server_t *srv;
   ar__list_t node; /* in srv->conns */
   h2o_socket_t *sock;
-  int inflight;   /* requests of ours h2o has not disposed of */
-  uint64_t since; /* uv_now when it last had none in flight */
-  int ended;      /* the sweep has shut it down */
-  int stuck;      /* sweeps that found it waiting for a lost write */
+  int inflight;     /* requests of ours h2o has not disposed of */
+  uint64_t since;   /* uv_now when it last had none in flight */
+  int ended;        /* the sweep has shut it down */
+  int stuck;        /* sweeps that found it waiting for a lost write */
+  ar__list_t wnode; /* in srv->wdone: a write went out at once */
+  int wpending;     /* in srv->wdone */
 } conn_t;
 
 /* The handler h2o calls for every request, pointing back at its server. */
@@ -84,10 +87,10 @@ struct server_s {
   h2o_accept_ctx_t accept;
   SSL_CTX *ssl;
   uv_tcp_t listener;
-  uv_timer_t sweep; /* the request timeout (see sweep_cb) */
-  uint64_t timeout; /* milliseconds */
-  uint64_t grace;   /* milliseconds: requests in flight get on Ctrl-C */
-  uint8_t sweep_live;
+  uv_timer_t sweep;   /* the request timeout (see sweep_cb) */
+  uint64_t timeout;   /* milliseconds */
+  uint64_t grace;     /* milliseconds: requests in flight get on Ctrl-C */
+  uint8_t sweep_live; /* sweep and wflush initialized, not closed */
   uint8_t conf_live;  /* conf initialized, not disposed */
   uint8_t listening;  /* listener not yet through its close callback */
   uint8_t ctx_live;   /* h2o context initialized, not disposed */
@@ -100,6 +103,7 @@ struct server_s {
   size_t nreqs; /* sreq_t alive */
   ar__list_t conns;
   ar__list_t incoming;
+  ar__list_t wdone;       /* conn_t with a write callback due */
   ar__task_t *dispatcher; /* waiting in core.next */
   ar__list_t live;        /* in the module state's list, while in_mod */
   uint8_t in_mod;
@@ -338,11 +342,39 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
 static void conn_closed_cb(uv_handle_t *h) {
   conn_t *c = (conn_t *)h;
   server_t *srv = c->srv;
+  if (c->wpending) ar__list_remove(&c->wnode);
   ar__list_remove(&c->node);
   free(c);
   srv->nconns--;
   ar__handle_closed(srv->E);
   server_check(srv);
+}
+
+int ar__srv_is_conn(uv_close_cb close_cb) { return close_cb == conn_closed_cb; }
+
+void ar__srv_write_later(uv_stream_t *stream) {
+  conn_t *c = (conn_t *)stream;
+  if (c->wpending) return;
+  c->wpending = 1;
+  ar__list_insert_tail(&c->srv->wdone, &c->wnode);
+}
+
+/* Runs the write callbacks of the writes that went out at once, as libuv
+ * would have on the next turn of the loop; from the module's drained hook,
+ * right after the engine has run the tasks that answered and before the
+ * loop polls, so that h2o resumes reading before the client's next
+ * request can find the connection paused (which costs a real stop and
+ * start). */
+static void write_flush(server_t *srv) {
+  while (!ar__list_empty(&srv->wdone)) {
+    conn_t *c = ar__container_of(srv->wdone.next, conn_t, wnode);
+    ar__list_remove(&c->wnode);
+    c->wpending = 0;
+    h2o_socket_cb cb = c->sock->_cb.write;
+    if (cb == NULL) continue; /* the socket was closed meanwhile */
+    c->sock->_cb.write = NULL;
+    cb(c->sock, NULL);
+  }
 }
 
 static void conn_refused_cb(uv_handle_t *h) {
@@ -374,6 +406,7 @@ static void on_accept(uv_stream_t *l, int status) {
   c->inflight = 0;
   c->ended = 0;
   c->stuck = 0;
+  c->wpending = 0;
   c->since = uv_now(l->loop);
   c->sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_closed_cb);
   h2o_accept(&srv->accept, c->sock);
@@ -562,6 +595,7 @@ static int l_listen(lua_State *L) {
   srv->max_header = (size_t)max_header;
   ar__list_init(&srv->conns);
   ar__list_init(&srv->incoming);
+  ar__list_init(&srv->wdone);
   box->srv = srv;
   srv->lua = 1;
   ar__list_insert_tail(&mod->servers, &srv->live);
@@ -773,8 +807,18 @@ static void mod_close(ar_engine_t *E, void *state) {
   }
 }
 
+/* The writes of the tasks that just ran. */
+static void mod_drained(ar_engine_t *E, void *state) {
+  (void)E;
+  srvmod_t *m = state;
+  for (ar__list_t *n = m->servers.next; n != &m->servers; n = n->next) {
+    server_t *srv = ar__container_of(n, server_t, live);
+    if (!ar__list_empty(&srv->wdone)) write_flush(srv);
+  }
+}
+
 static const ar__module_t server_module = {
-    "async.http server", sizeof(srvmod_t), mod_stop, mod_close};
+    "async.http server", sizeof(srvmod_t), mod_stop, mod_close, mod_drained};
 
 /* ---- Lua: a request and its response ----------------------------------- */
 

@@ -49,7 +49,7 @@ struct sig_state_s {
 
 static void sig_state_close(ar_engine_t *E, void *state);
 static const ar__module_t sig_module = {"async.signal", sizeof(sig_state_t),
-                                        NULL, sig_state_close};
+                                        NULL, sig_state_close, NULL};
 
 /* The userdata: a pointer, NULL once closed. */
 struct sbox_s {

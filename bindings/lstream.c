@@ -37,7 +37,7 @@ static void state_close(ar_engine_t *E, void *data) {
 }
 
 static const ar__module_t stream_module = {"async.stream", sizeof(state_t),
-                                           NULL, state_close};
+                                           NULL, state_close, NULL};
 
 /* A write to a pipe or socket whose reader is gone raises SIGPIPE, which
  * by default kills the process. Streams want EPIPE instead (raised as kind

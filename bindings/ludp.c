@@ -48,7 +48,7 @@ static void state_close(ar_engine_t *E, void *data) {
 }
 
 static const ar__module_t udp_module = {"async.net.udp", sizeof(state_t), NULL,
-                                        state_close};
+                                        state_close, NULL};
 
 static void close_cb(uv_handle_t *h) {
   udp_t *u = h->data;

@@ -203,6 +203,7 @@ void ar__engine_close_cb(uv_handle_t *h);
 /* Runs the modules' stop hooks (once per stop), then their close hooks
  * (ar_engine_free), newest first. */
 void ar__modules_stop(ar_engine_t *E);
+void ar__modules_drained(ar_engine_t *E); /* after each drain */
 void ar__modules_restart(ar_engine_t *E); /* a new run: stop hooks again */
 void ar__modules_close(ar_engine_t *E);
 void ar__modules_free(ar_engine_t *E); /* when the engine's memory goes */

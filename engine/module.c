@@ -74,6 +74,11 @@ void ar__modules_stop(ar_engine_t *E) {
   }
 }
 
+void ar__modules_drained(ar_engine_t *E) {
+  for (struct ar__modstate_s *s = E->modules; s != NULL; s = s->next)
+    if (s->m->drained != NULL) s->m->drained(E, s->state);
+}
+
 void ar__modules_restart(ar_engine_t *E) {
   for (struct ar__modstate_s *s = E->modules; s != NULL; s = s->next)
     s->stopped = 0;

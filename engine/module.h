@@ -288,6 +288,10 @@ typedef struct {
    * but must not be called. Close the module's handles (their close
    * callbacks may run later) and free what is not waiting on one. */
   void (*close)(ar_engine_t *E, void *state);
+  /* The driver has just run the ready tasks (before and after each poll
+   * of the loop): finish what they left for the module to do as a batch,
+   * before the loop waits. Must not call Lua. May be NULL. */
+  void (*drained)(ar_engine_t *E, void *state);
 } ar__module_t;
 
 /* Holding the stop. A stop hook that lets work in flight finish first (a

@@ -24,6 +24,7 @@ static void sched_drain(ar_engine_t *E) {
   }
   E->mem_armed--;
   if (E->ready_len == 0) uv_idle_stop(&E->idle);
+  ar__modules_drained(E);
   ar__engine_watch(E);
 }
 

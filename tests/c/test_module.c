@@ -15,6 +15,7 @@
 typedef struct {
   uv_idle_t idle; /* a handle the module owns, for the accounting */
   int opened, stopped, closed;
+  int drains; /* the driver ran tasks, then called the drained hook */
 } demo_state_t;
 
 static int order[8], norder;
@@ -22,6 +23,11 @@ static int order[8], norder;
 static void demo_stop(ar_engine_t *E, void *state) {
   (void)E;
   ((demo_state_t *)state)->stopped++;
+}
+
+static void demo_drained(ar_engine_t *E, void *state) {
+  (void)E;
+  ((demo_state_t *)state)->drains++;
 }
 
 static void demo_close(ar_engine_t *E, void *state) {
@@ -33,14 +39,14 @@ static void demo_close(ar_engine_t *E, void *state) {
 }
 
 static const ar__module_t demo_module = {"demo", sizeof(demo_state_t),
-                                         demo_stop, demo_close};
+                                         demo_stop, demo_close, demo_drained};
 
 static void other_close(ar_engine_t *E, void *state) {
   (void)E;
   (void)state;
   order[norder++] = 2;
 }
-static const ar__module_t other_module = {"other", 1, NULL, other_close};
+static const ar__module_t other_module = {"other", 1, NULL, other_close, NULL};
 
 /* A slow request on the thread pool: a uv_work_t that sleeps. */
 typedef struct {
@@ -173,7 +179,7 @@ typedef struct {
 static void hold_stop(ar_engine_t *E, void *state);
 static void hold_close(ar_engine_t *E, void *state);
 static const ar__module_t hold_module = {"hold", sizeof(hold_state_t),
-                                         hold_stop, hold_close};
+                                         hold_stop, hold_close, NULL};
 
 static void hold_timer_cb(uv_timer_t *tm) {
   ar_engine_t *E = tm->data;
@@ -315,7 +321,8 @@ int main(void) {
   ar_engine_stop(E);
   demo_state_t *s = ar__module_state(E, &demo_module);
   CHECK(s != NULL && s->stopped == 1);
-  ar_engine_stop(E); /* a module is stopped once */
+  CHECK(s->drains >= 3); /* the script waited (and was resumed) 3 times */
+  ar_engine_stop(E);     /* a module is stopped once */
   CHECK_INT(s->stopped, 1);
 
   /* Freeing closes the modules newest first, before Lua; the orphans are

@@ -1,7 +1,8 @@
-/* Pausing an h2o socket's reads without a system call.
+/* Two of h2o's socket paths with fewer system calls: pausing reads, and
+ * writing at once.
  *
- * h2o 2.2's libuv binding stops reading (uv_read_stop) when a request has
- * arrived and starts again (uv_read_start) once it is answered. On Linux
+ * Reads. h2o 2.2's libuv binding stops reading (uv_read_stop) when a request
+ * has arrived and starts again (uv_read_start) once it is answered. On Linux
  * libuv turns that pair into an epoll_ctl DEL and ADD: two of the four
  * system calls of every keep-alive request. The two functions below take
  * the place of h2o's own: libh2o calls them through its PLT, so the
@@ -13,20 +14,33 @@
  * h2o asks again; h2o's own input buffer is never touched while paused,
  * since a request being handled points into it.
  *
+ * Writes. h2o writes with uv_write, whose completion makes libuv re-arm
+ * the stream's epoll registration (uv__drain stops POLLOUT even when it
+ * was never started: one more epoll_ctl per response). h2o_socket_write
+ * below first tries uv_try_write; when everything went out, h2o's write
+ * callback runs on the next turn of the loop through the server
+ * (ar__srv_write_later), with no uv_write at all. A partial write hands
+ * the rest to h2o's own function.
+ *
  * TLS sockets, and any socket that does not look like one made by
  * h2o_uv_socket_create (the stream's data pointing back at it), are passed
- * to h2o's own functions, found with dlsym(RTLD_NEXT). */
+ * to h2o's own functions, found with dlsym(RTLD_NEXT); so are writes to
+ * sockets that are not the server's connections. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stddef.h>
 
 #include <h2o.h>
 
+#include "lserver_sock.h"
+
 /* h2o 2.2's struct st_h2o_uv_socket_t begins with the socket, then the
- * stream (lib/common/socket/uv-binding.c.h). */
+ * stream and the close callback given to h2o_uv_socket_create
+ * (lib/common/socket/uv-binding.c.h). */
 struct uv_socket_head {
   h2o_socket_t super;
   uv_stream_t *stream;
+  uv_close_cb close_cb;
 };
 
 /* Exported (the library hides everything else) so that libh2o's calls
@@ -35,6 +49,7 @@ struct uv_socket_head {
 
 typedef void (*read_start_fn)(h2o_socket_t *, h2o_socket_cb);
 typedef void (*read_stop_fn)(h2o_socket_t *);
+typedef void (*write_fn)(h2o_socket_t *, h2o_iovec_t *, size_t, h2o_socket_cb);
 
 static read_start_fn h2o_read_start(void) {
   static read_start_fn fn;
@@ -45,6 +60,12 @@ static read_start_fn h2o_read_start(void) {
 static read_stop_fn h2o_read_stop(void) {
   static read_stop_fn fn;
   if (fn == NULL) fn = (read_stop_fn)dlsym(RTLD_NEXT, "h2o_socket_read_stop");
+  return fn;
+}
+
+static write_fn h2o_write(void) {
+  static write_fn fn;
+  if (fn == NULL) fn = (write_fn)dlsym(RTLD_NEXT, "h2o_socket_write");
   return fn;
 }
 
@@ -114,4 +135,41 @@ AR_INTERPOSE void h2o_socket_read_stop(h2o_socket_t *sock) {
     return;
   }
   sock->_cb.read = NULL;
+}
+
+/* The iovecs a write of up to this many buffers can be left with. */
+#define WRITE_BUFS 8
+
+AR_INTERPOSE void h2o_socket_write(h2o_socket_t *sock, h2o_iovec_t *bufs,
+                                   size_t bufcnt, h2o_socket_cb cb) {
+  uv_stream_t *stream = plain_stream(sock);
+  if (stream == NULL || bufcnt > WRITE_BUFS || sock->_cb.write != NULL ||
+      stream->write_queue_size > 0 ||
+      !ar__srv_is_conn(((struct uv_socket_head *)sock)->close_cb)) {
+    h2o_write()(sock, bufs, bufcnt, cb);
+    return;
+  }
+  size_t total = 0;
+  for (size_t i = 0; i < bufcnt; i++)
+    total += bufs[i].len;
+  int n = uv_try_write(stream, (uv_buf_t *)bufs, (unsigned)bufcnt);
+  size_t done = n > 0 ? (size_t)n : 0;
+  sock->bytes_written += done;
+  if (done == total) {
+    sock->_cb.write = cb;
+    ar__srv_write_later(stream);
+    return;
+  }
+  /* The rest, the usual way (h2o counts what it is given). */
+  h2o_iovec_t rest[WRITE_BUFS];
+  size_t k = 0;
+  for (size_t i = 0; i < bufcnt; i++) {
+    if (done >= bufs[i].len) {
+      done -= bufs[i].len;
+      continue;
+    }
+    rest[k++] = h2o_iovec_init(bufs[i].base + done, bufs[i].len - done);
+    done = 0;
+  }
+  h2o_write()(sock, rest, k, cb);
 }
