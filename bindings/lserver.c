@@ -603,7 +603,9 @@ static int l_listen(lua_State *L) {
 
   h2o_config_init(&srv->conf);
   srv->conf_live = 1;
-  srv->conf.server_name = h2o_iovec_init(H2O_STRLIT("asyncrun"));
+  /* No Server header unless a handler sets one (as Node does): h2o would
+   * format it with a sprintf per response. */
+  srv->conf.server_name = h2o_iovec_init("", 0);
   srv->conf.max_request_entity_size = (size_t)max_body;
   /* h2o's own timeout is a backstop (and TLS connections' timeout): the
    * sweep ends plain connections first, with a 408. */
@@ -936,10 +938,6 @@ static h2o_req_t *response_start(lua_State *L, sreq_t *s,
       const char *k = lua_tolstring(L, -2, &kl);
       const char *v = lua_tolstring(L, -1, &vl);
       if (k == NULL || v == NULL) luaL_argerror(L, 3, "header is not a string");
-      if (kl == 6 && strncasecmp(k, "server", 6) == 0) {
-        lua_pop(L, 2);
-        continue; /* h2o writes its own */
-      }
       h2o_iovec_t kc = h2o_strdup(&req->pool, k, kl);
       h2o_strtolower(kc.base, kc.len);
       h2o_iovec_t vc = h2o_strdup(&req->pool, v, vl);
