@@ -266,7 +266,8 @@ local function run(srv, R)
   end
   local req = setmetatable({method = method, path = path, _qs = qs, _R = R},
                            request_mt)
-  local res = setmetatable({_R = R, _status = 200}, Response)
+  -- _sent is there from the start: setting it later would grow the table.
+  local res = setmetatable({_R = R, _status = 200, _sent = false}, Response)
   local fn, params = nil, nil
   local answered = false
   if srv._routes[1] ~= nil then
