@@ -87,10 +87,10 @@ struct server_s {
   h2o_accept_ctx_t accept;
   SSL_CTX *ssl;
   uv_tcp_t listener;
-  uv_timer_t sweep;   /* the request timeout (see sweep_cb) */
-  uint64_t timeout;   /* milliseconds */
-  uint64_t grace;     /* milliseconds: requests in flight get on Ctrl-C */
-  uint8_t sweep_live; /* sweep and wflush initialized, not closed */
+  uv_timer_t sweep; /* the request timeout (see sweep_cb) */
+  uint64_t timeout; /* milliseconds */
+  uint64_t grace;   /* milliseconds: requests in flight get on Ctrl-C */
+  uint8_t sweep_live;
   uint8_t conf_live;  /* conf initialized, not disposed */
   uint8_t listening;  /* listener not yet through its close callback */
   uint8_t ctx_live;   /* h2o context initialized, not disposed */
@@ -562,11 +562,11 @@ static int l_listen(lua_State *L) {
   lua_getfield(L, 3, "timeout");
   lua_Number timeout = luaL_optnumber(L, -1, 10);
   lua_pop(L, 1);
-  luaL_argcheck(L, timeout > 0 && timeout < 86400, 3, "bad timeout");
+  luaL_argcheck(L, timeout > 0 && timeout <= 86400, 3, "bad timeout");
   lua_getfield(L, 3, "grace");
   lua_Number grace = luaL_optnumber(L, -1, 5);
   lua_pop(L, 1);
-  luaL_argcheck(L, grace >= 0 && grace < 86400, 3, "bad grace");
+  luaL_argcheck(L, grace >= 0 && grace <= 86400, 3, "bad grace");
   lua_getfield(L, 3, "cert");
   const char *cert = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 3, "key");

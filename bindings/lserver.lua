@@ -424,8 +424,8 @@ local OPTS = {host = "string", port = "number", handler = "function",
 
 -- Numeric options: lowest value, fractions allowed, what is expected,
 -- highest value.
-local MIN = {timeout = {0.001, true, "seconds > 0 expected"},
-             grace = {0, true, "seconds >= 0 expected"},
+local MIN = {timeout = {0.001, true, "seconds > 0, at most a day, expected", 86400},
+             grace = {0, true, "seconds >= 0, at most a day, expected", 86400},
              port = {0, false, "a whole number 0-65535 expected", 65535},
              max_body = {0, false, "a whole number of bytes expected"},
              max_header = {256, false, "a whole number of bytes >= 256 expected"},

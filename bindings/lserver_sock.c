@@ -17,10 +17,10 @@
  * Writes. h2o writes with uv_write, whose completion makes libuv re-arm
  * the stream's epoll registration (uv__drain stops POLLOUT even when it
  * was never started: one more epoll_ctl per response). h2o_socket_write
- * below first tries uv_try_write; when everything went out, h2o's write
- * callback runs on the next turn of the loop through the server
- * (ar__srv_write_later), with no uv_write at all. A partial write hands
- * the rest to h2o's own function.
+ * below first tries uv_try_write; when everything went out, the server
+ * runs h2o's write callback once the engine has run its ready tasks,
+ * before the loop polls (ar__srv_write_later), with no uv_write at all.
+ * A partial write hands the rest to h2o's own function.
  *
  * TLS sockets, and any socket that does not look like one made by
  * h2o_uv_socket_create (the stream's data pointing back at it), are passed
@@ -47,26 +47,15 @@ struct uv_socket_head {
  * find them. */
 #define AR_INTERPOSE __attribute__((visibility("default")))
 
-typedef void (*read_start_fn)(h2o_socket_t *, h2o_socket_cb);
-typedef void (*read_stop_fn)(h2o_socket_t *);
-typedef void (*write_fn)(h2o_socket_t *, h2o_iovec_t *, size_t, h2o_socket_cb);
+/* h2o's own functions, found once when the library is loaded. */
+static void (*h2o_read_start)(h2o_socket_t *, h2o_socket_cb);
+static void (*h2o_read_stop)(h2o_socket_t *);
+static void (*h2o_write)(h2o_socket_t *, h2o_iovec_t *, size_t, h2o_socket_cb);
 
-static read_start_fn h2o_read_start(void) {
-  static read_start_fn fn;
-  if (fn == NULL) fn = (read_start_fn)dlsym(RTLD_NEXT, "h2o_socket_read_start");
-  return fn;
-}
-
-static read_stop_fn h2o_read_stop(void) {
-  static read_stop_fn fn;
-  if (fn == NULL) fn = (read_stop_fn)dlsym(RTLD_NEXT, "h2o_socket_read_stop");
-  return fn;
-}
-
-static write_fn h2o_write(void) {
-  static write_fn fn;
-  if (fn == NULL) fn = (write_fn)dlsym(RTLD_NEXT, "h2o_socket_write");
-  return fn;
+__attribute__((constructor)) static void find_h2o(void) {
+  *(void **)&h2o_read_start = dlsym(RTLD_NEXT, "h2o_socket_read_start");
+  *(void **)&h2o_read_stop = dlsym(RTLD_NEXT, "h2o_socket_read_stop");
+  *(void **)&h2o_write = dlsym(RTLD_NEXT, "h2o_socket_write");
 }
 
 /* The socket's stream when it is a plain TCP socket of the libuv flavour,
@@ -115,7 +104,7 @@ AR_INTERPOSE void h2o_socket_read_start(h2o_socket_t *sock, h2o_socket_cb cb) {
     uv_stream_t *s = ((struct uv_socket_head *)sock)->stream;
     if (s != NULL && s->data == sock && s->read_cb == paused_read)
       uv_read_stop(s);
-    h2o_read_start()(sock, cb);
+    h2o_read_start(sock, cb);
     return;
   }
   sock->_cb.read = cb;
@@ -131,7 +120,7 @@ AR_INTERPOSE void h2o_socket_read_start(h2o_socket_t *sock, h2o_socket_cb cb) {
 AR_INTERPOSE void h2o_socket_read_stop(h2o_socket_t *sock) {
   uv_stream_t *stream = plain_stream(sock);
   if (stream == NULL || stream->read_cb != paused_read) {
-    h2o_read_stop()(sock);
+    h2o_read_stop(sock);
     return;
   }
   sock->_cb.read = NULL;
@@ -146,7 +135,7 @@ AR_INTERPOSE void h2o_socket_write(h2o_socket_t *sock, h2o_iovec_t *bufs,
   if (stream == NULL || bufcnt > WRITE_BUFS || sock->_cb.write != NULL ||
       stream->write_queue_size > 0 ||
       !ar__srv_is_conn(((struct uv_socket_head *)sock)->close_cb)) {
-    h2o_write()(sock, bufs, bufcnt, cb);
+    h2o_write(sock, bufs, bufcnt, cb);
     return;
   }
   size_t total = 0;
@@ -171,5 +160,5 @@ AR_INTERPOSE void h2o_socket_write(h2o_socket_t *sock, h2o_iovec_t *bufs,
     rest[k++] = h2o_iovec_init(bufs[i].base + done, bufs[i].len - done);
     done = 0;
   }
-  h2o_write()(sock, rest, k, cb);
+  h2o_write(sock, rest, k, cb);
 }
