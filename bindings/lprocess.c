@@ -32,6 +32,7 @@
 
 #include "lstream.h"
 #include "modules.h"
+#include "toolkit.h"
 
 #define PROC_MT "asyncrun.process"
 #define EXEC_MT "asyncrun.process.exec"
@@ -889,11 +890,7 @@ static int p_index(lua_State *L) {
       return 1;
     }
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  return 1;
+  return ar__index_method(L);
 }
 
 static int p_tostring(lua_State *L) {
@@ -912,19 +909,12 @@ int luaopen_async_process(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"exec", l_exec}, {"spawn", l_spawn}, {NULL, NULL}};
   ar__stream_open(L);
-  if (luaL_newmetatable(L, PROC_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "methods");
-    lua_pushcfunction(L, p_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, p_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, p_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, p_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__index", p_index},
+                                  {"__close", p_close},
+                                  {"__gc", p_gc},
+                                  {"__tostring", p_tostring},
+                                  {NULL, NULL}};
+  ar__class_new(L, PROC_MT, methods, meta);
   if (luaL_newmetatable(L, EXEC_MT)) {
     lua_pushcfunction(L, exec_gc);
     lua_setfield(L, -2, "__gc");

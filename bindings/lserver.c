@@ -106,14 +106,15 @@ struct server_s {
   ar__list_t wdone;       /* conn_t with a write callback due */
   ar__task_t *dispatcher; /* waiting in core.next */
   ar__list_t live;        /* in the module state's list, while in_mod */
+  struct srvmod_s *mod;   /* that state (it outlives every server) */
   uint8_t in_mod;
 };
 
 /* Per-engine state: the servers, for the stop and close hooks, and the
  * grace period the stop hook holds the engine's stop for. */
-typedef struct {
+typedef struct srvmod_s {
   ar__list_t servers;
-  uv_timer_t grace;
+  uv_timer_t grace;   /* its data is the engine */
   uint8_t grace_live; /* the timer is initialized and not closed */
   uint8_t holding;    /* ar__engine_hold taken */
 } srvmod_t;
@@ -127,7 +128,7 @@ typedef struct {
 } request_box_t;
 
 static void server_check(server_t *srv);
-static void grace_check(ar_engine_t *E);
+static void grace_check(struct srvmod_s *m);
 static const ar__module_t server_module;
 
 /* ---- h2o context teardown ----------------------------------------------
@@ -219,9 +220,9 @@ static void sreq_check(sreq_t *s) {
   free(s->buf);
   free(s);
   srv->nreqs--;
-  ar_engine_t *E = srv->E;
-  server_check(srv);
-  grace_check(E);
+  struct srvmod_s *m = srv->mod;
+  server_check(srv); /* may free srv */
+  grace_check(m);
 }
 
 static void sreq_wake(sreq_t *s) {
@@ -591,6 +592,7 @@ static int l_listen(lua_State *L) {
     return luaL_error(L, "not enough memory");
   }
   if (mod->servers.next == NULL) ar__list_init(&mod->servers);
+  srv->mod = mod;
   srv->max_conns = (int)(max_conns > 1000000 ? 1000000 : max_conns);
   srv->max_header = (size_t)max_header;
   ar__list_init(&srv->conns);
@@ -751,12 +753,11 @@ static void grace_timer_cb(uv_timer_t *tm) {
 }
 
 /* A request ended: the last one in flight ends the grace period early. */
-static void grace_check(ar_engine_t *E) {
-  srvmod_t *m = ar__module_state(E, &server_module);
-  if (m == NULL || !m->holding) return;
+static void grace_check(srvmod_t *m) {
+  if (!m->holding) return;
   for (ar__list_t *n = m->servers.next; n != &m->servers; n = n->next)
     if (ar__container_of(n, server_t, live)->nreqs > 0) return;
-  grace_release(E, m);
+  grace_release(m->grace.data, m);
 }
 
 /* The engine is asked to stop (Ctrl-C, the run's end): every server stops

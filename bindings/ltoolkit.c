@@ -1,5 +1,7 @@
 /* Registers the coordination toolkit (docs/toolkit.md) into the "async"
  * module table: one call from luaopen_async. */
+#include <string.h>
+
 #include "lsignal.h"
 #include "module.h"
 #include "toolkit.h"
@@ -16,11 +18,14 @@ void ar__toolkit_open(lua_State *L) {
 
 void ar__class_new(lua_State *L, const char *name, const luaL_Reg *methods,
                    const luaL_Reg *meta) {
+  int own_index = 0;
+  for (const luaL_Reg *r = meta; r != NULL && r->name != NULL; r++)
+    if (strcmp(r->name, "__index") == 0) own_index = 1;
   luaL_newmetatable(L, name);
   lua_newtable(L);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, methods, 1);
-  lua_setfield(L, -2, "__index");
+  lua_setfield(L, -2, own_index ? "methods" : "__index");
   if (meta != NULL) {
     lua_pushvalue(L, -1);
     luaL_setfuncs(L, meta, 1);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lstream.h"
+#include "toolkit.h"
 
 #define UDP_MT "asyncrun.net.udp"
 #define QUEUE_MAX 64
@@ -280,11 +281,7 @@ static int u_index(lua_State *L) {
     if (k[0] == 'h') lua_pop(L, 1);
     return 1;
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  return 1;
+  return ar__index_method(L);
 }
 
 static int u_tostring(lua_State *L) {
@@ -360,19 +357,12 @@ static int l_udp(lua_State *L) {
 int ar__udp_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"send", u_send}, {"recv", u_recv}, {"close", u_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, UDP_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "methods");
-    lua_pushcfunction(L, u_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, u_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, u_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, u_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__index", u_index},
+                                  {"__close", u_close},
+                                  {"__gc", u_close},
+                                  {"__tostring", u_tostring},
+                                  {NULL, NULL}};
+  ar__class_new(L, UDP_MT, methods, meta);
   lua_pushcfunction(L, l_udp);
   lua_setfield(L, -2, "udp");
   return 0;

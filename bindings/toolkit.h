@@ -17,9 +17,11 @@ void ar__map_open(lua_State *L);     /* map (lmap.c) */
 void ar__retry_open(lua_State *L);   /* retry (lretry.c) */
 
 /* Creates the metatable `name` (registry, as luaL_newmetatable), with
- * __index a table of `methods`, and the metamethods `meta` in it. Every
- * function gets the metatable as upvalue 1, for ar__check_self. Leaves the
- * stack as it was. */
+ * __index a table of `methods`, and the metamethods `meta` in it. When
+ * `meta` has its own __index (a type with properties), the table of
+ * methods is the metatable's `methods` field instead, for that __index to
+ * end with ar__index_method. Every function gets the metatable as upvalue
+ * 1, for ar__check_self. Leaves the stack as it was. */
 void ar__class_new(lua_State *L, const char *name, const luaL_Reg *methods,
                    const luaL_Reg *meta);
 

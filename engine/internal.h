@@ -264,8 +264,10 @@ struct ar_engine_s {
   volatile sig_atomic_t interrupts;
   uv_async_t interrupt_async;
 
-  /* Module state (ar__module_open), newest first. */
+  /* Module state (ar__module_open), newest first; how many of those
+   * modules have a drained hook (none: sched_drain skips the walk). */
   struct ar__modstate_s *modules;
+  int drain_hooks;
 
   int reraise_ref;     /* the failed task whose error is being re-raised */
   int cancel_msgs_ref; /* weak table: task handle -> t:cancel(msg) */

@@ -48,6 +48,14 @@ struct ar__modstate_s {
   max_align_t state[]; /* m->size bytes */
 };
 
+int ar__index_method(lua_State *L) {
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "methods");
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
 void *ar__module_state(ar_engine_t *E, const ar__module_t *m) {
   for (struct ar__modstate_s *s = E->modules; s != NULL; s = s->next)
     if (s->m == m) return s->state;
@@ -63,6 +71,7 @@ void *ar__module_open(ar_engine_t *E, const ar__module_t *m) {
   s->m = m;
   s->next = E->modules;
   E->modules = s;
+  if (m->drained != NULL) E->drain_hooks++;
   return s->state;
 }
 

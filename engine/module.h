@@ -309,6 +309,15 @@ void *ar__module_open(ar_engine_t *E, const ar__module_t *m);
 /* The state if it exists, else NULL. */
 void *ar__module_state(ar_engine_t *E, const ar__module_t *m);
 
+/* ---- userdata with properties ------------------------------------------- */
+
+/* The end of an __index function that serves a type's properties itself:
+ * pushes the method named by the key (argument 2) from the `methods`
+ * table of the object's metatable (nil if there is none) and returns 1.
+ * ar__class_new (bindings/toolkit.h) builds such a metatable when `meta`
+ * has an __index. */
+int ar__index_method(lua_State *L);
+
 /* ---- errors ------------------------------------------------------------ */
 
 /* Pushes a new error object {kind=, message=}; the message is formatted

@@ -24,7 +24,7 @@ static void sched_drain(ar_engine_t *E) {
   }
   E->mem_armed--;
   if (E->ready_len == 0) uv_idle_stop(&E->idle);
-  ar__modules_drained(E);
+  if (E->drain_hooks > 0) ar__modules_drained(E);
   ar__engine_watch(E);
 }
 

@@ -358,11 +358,7 @@ static int task_index(lua_State *L) {
       return 1;
     }
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  return 1;
+  return ar__index_method(L);
 }
 
 static int task_newindex(lua_State *L) {
