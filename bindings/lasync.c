@@ -379,12 +379,12 @@ static int l_timestamp(lua_State *L) {
 }
 
 /* async.stats() -> live tasks, queued tasks, armed timers, Lua memory,
- * open uv handles and requests: what tests use to prove nothing is left
- * behind. */
+ * open uv handles and requests, threads kept for reuse: what tests use to
+ * prove nothing is left behind. */
 static int l_stats(lua_State *L) {
   ar__engine_stats_t st;
   ar__engine_stats(ar__engine_of(L), &st);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushinteger(L, (lua_Integer)st.tasks);
   lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, (lua_Integer)st.ready);
@@ -397,6 +397,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "handles");
   lua_pushinteger(L, st.requests);
   lua_setfield(L, -2, "requests");
+  lua_pushinteger(L, st.spare_threads);
+  lua_setfield(L, -2, "spare_threads");
   return 1;
 }
 

@@ -98,6 +98,10 @@ struct ar__task_s {
 #define AR__TF_VISITED 4   /* scratch of ar__join_would_cycle */
 #define AR__TF_HOOKED 8    /* a cancel hook is set on co */
 #define AR__TF_MSG 16      /* t:cancel(msg) left a message */
+#define AR__TF_SHARED 32   /* coroutine.running() handed out its thread */
+
+/* Threads kept for reuse (see task_recycle). */
+#define AR__CO_POOL_MAX 256
 
 /* The task running on thread L, or NULL (inline for the engine). */
 static inline ar__task_t *ar__task_of(lua_State *L) {
@@ -268,6 +272,13 @@ struct ar_engine_s {
    * modules have a drained hook (none: sched_drain skips the walk). */
   struct ar__modstate_s *modules;
   int drain_hooks;
+
+  /* Threads of tasks that returned nothing, for the next spawns: in the
+   * registry table co_pool_ref at 1..co_pool_n (its array part is made
+   * AR__CO_POOL_MAX long, so storing never allocates). co_empty, an empty
+   * thread, stands in for a finished task's thread once that is reused. */
+  int co_pool_ref, co_pool_n;
+  lua_State *co_empty;
 
   int reraise_ref;     /* the failed task whose error is being re-raised */
   int cancel_msgs_ref; /* weak table: task handle -> t:cancel(msg) */

@@ -72,6 +72,7 @@ typedef struct {
   size_t timers;         /* armed deadlines */
   size_t memory;         /* bytes of Lua memory */
   int handles, requests; /* uv handles and requests not yet closed */
+  int spare_threads;     /* threads of ended tasks kept for new ones */
 } ar__engine_stats_t;
 void ar__engine_stats(ar_engine_t *E, ar__engine_stats_t *st);
 

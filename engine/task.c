@@ -166,6 +166,20 @@ static int task_body(lua_State *co) {
                      0);
 }
 
+/* Pushes a thread from the pool, set up as lua_newthread would set up a
+ * new one (it takes L's hook). */
+static lua_State *reuse_thread(lua_State *L, ar_engine_t *E) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, E->co_pool_ref);
+  lua_rawgeti(L, -1, E->co_pool_n);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, E->co_pool_n--);
+  lua_remove(L, -2);
+  lua_State *co = lua_tothread(L, -1);
+  assert(co != NULL && lua_gettop(co) == 0);
+  lua_sethook(co, lua_gethook(L), lua_gethookmask(L), lua_gethookcount(L));
+  return co;
+}
+
 ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar_engine_t *E = ar__engine_of(L);
   if (ar__sched_reserve(E, E->ntasks + 1) != 0)
@@ -181,7 +195,8 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar__timer_init(&t->timer);
   lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_mt_ref);
   lua_setmetatable(L, -2);
-  lua_State *co = lua_newthread(L);
+  lua_State *co = E->co_pool_n > 0 && lua_checkstack(L, 3) ? reuse_thread(L, E)
+                                                           : lua_newthread(L);
   if (!lua_checkstack(co, nargs + 2))
     luaL_error(L, "too many arguments to spawn");
   lua_setiuservalue(L, -2, 1);
@@ -449,6 +464,34 @@ int ar__join_would_cycle(ar__task_t *self, ar__task_t *inner) {
 
 /* ---- the driver's side ------------------------------------------------- */
 
+/* A task that returned nothing leaves its thread as a new one, with its
+ * stack and call records already grown: the next spawn takes it instead
+ * of making one (a server's handler tasks are such, and making a thread,
+ * growing it and collecting it was a tenth of a request's cost). Not if
+ * the script may hold the thread (coroutine.running() handed it out), nor
+ * for the root, whose thread run.c reads. The handle keeps no link to it:
+ * co_empty answers for it. Allocates nothing. */
+static void task_recycle(ar__task_t *t) {
+  ar_engine_t *E = t->E;
+  lua_State *L = E->L, *co = t->co;
+  lua_Debug ar;
+  if (t->outcome != AR__OUT_OK || t->nvals != 0 || t == E->root ||
+      (t->flags & AR__TF_SHARED) || E->co_pool_n >= AR__CO_POOL_MAX ||
+      lua_status(co) != LUA_OK || lua_gettop(co) != 0 ||
+      lua_getstack(co, 0, &ar) || !lua_checkstack(L, 3))
+    return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, E->co_pool_ref);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_rawseti(L, -2, ++E->co_pool_n);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, 1);
+  lua_pop(L, 2);
+  lua_sethook(co, NULL, 0, 0);
+  t->co = E->co_empty;
+}
+
 static void task_finish(ar__task_t *t, int nres) {
   ar_engine_t *E = t->E;
   assert(t->state != AR__TASK_DONE && ar__list_empty(&t->done.node));
@@ -467,6 +510,7 @@ static void task_finish(ar__task_t *t, int nres) {
     ar__list_remove(&d->node);
     d->cb(d, t);
   }
+  task_recycle(t);
   /* Last: once unanchored the handle may be collected at the next
    * allocation. */
   luaL_unref(E->L, LUA_REGISTRYINDEX, t->ref);

@@ -433,6 +433,11 @@ void ar__task_open(lua_State *L) {
   E->task_failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushboolean(L, 0);
   E->reraise_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, AR__CO_POOL_MAX, 1);
+  E->co_empty = lua_newthread(L);
+  lua_setfield(L, -2, "empty");
+  E->co_pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  E->co_pool_n = 0;
   /* t:cancel(msg)'s messages, dropped with their tasks. */
   lua_newtable(L);
   lua_createtable(L, 0, 1);
@@ -468,6 +473,15 @@ static int guarded_co_call(lua_State *L) {
   return lua_gettop(L);
 }
 
+/* coroutine.running(), which also marks a task whose thread the script
+ * now holds: that thread is never reused for another task. */
+static int guarded_co_running(lua_State *L) {
+  ar__task_t *t = *(ar__task_t **)lua_getextraspace(L);
+  if (t != NULL && t->co == L) t->flags |= AR__TF_SHARED;
+  lua_pushboolean(L, lua_pushthread(L));
+  return 2;
+}
+
 void ar__task_guard_coroutines(lua_State *L) {
   static const char *const names[] = {"resume", "close"};
   if (lua_getglobal(L, LUA_COLIBNAME) != LUA_TTABLE) {
@@ -483,5 +497,7 @@ void ar__task_guard_coroutines(lua_State *L) {
     lua_pushcclosure(L, guarded_co_call, 2);
     lua_setfield(L, -2, names[i]);
   }
+  lua_pushcfunction(L, guarded_co_running);
+  lua_setfield(L, -2, "running");
   lua_pop(L, 1);
 }
