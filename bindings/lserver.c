@@ -3,20 +3,22 @@
  * h2o parses HTTP/1.1 and HTTP/2, keeps connections alive, handles
  * pipelining, chunked encoding, TLS and ALPN. This file owns the listener
  * and connections, turns each request h2o hands over into a C record
- * (sreq_t) queued for the server's dispatcher task, and answers through
- * h2o's generator API. The Lua side (lserver.lua, embedded) spawns one task
- * per request, routes, and builds the req/res objects.
+ * (sreq_t) queued for the server's dispatcher task, which spawns one
+ * handler task per request, and answers through h2o's generator API. The
+ * Lua side (lserver.lua, embedded) is what each handler task runs: it
+ * routes, builds the req/res objects and calls the script's handler.
  *
  * Ownership. A server_t is C memory: its listener, its connections, its
  * h2o context (whose eight timers are uv handles) and its queued requests
  * point at it, and the "asyncrun.server" userdata does too. It is freed
  * when all of those are gone (server_check). An sreq_t has two owners:
  * h2o's request (its memory pool holds an anchor whose dispose callback
- * clears sreq->req) and the Lua userdata ("asyncrun.server.request"); it
- * is freed when both have let go (sreq_check).
+ * clears sreq->req) and its handler task, from the spawn until the task
+ * ends (handler_done); it is freed when both have let go (sreq_check).
+ * The task's "asyncrun.server.request" userdata points at it until then.
  *
  * libuv and h2o callbacks never call Lua: they record, and wake the one
- * task waiting (the dispatcher in core.next, a writer in R:write). The
+ * task waiting (the dispatcher in core.dispatch, a writer in R:write). The
  * engine contact is engine/module.h only: suspend/wake, handle counting,
  * and per-engine state whose stop hook (Ctrl-C) stops every server from
  * accepting and holds the engine's stop while requests are in flight, for
@@ -69,15 +71,19 @@ typedef struct {
   h2o_req_t *req; /* NULL once h2o has disposed of the request */
   h2o_generator_t gen;
   conn_t *conn;    /* NULL for TLS connections, and once disposed of */
-  ar__list_t node; /* in srv->incoming until dispatched */
+  ar__list_t node; /* in srv->incoming until dispatched (queued), then in
+                    * srv->active until its task ends (lua) */
   uint8_t queued;
-  uint8_t lua;            /* a request userdata points at it */
+  uint8_t lua;            /* its handler task has not ended */
   uint8_t state;          /* R_* */
   uint8_t busy;           /* a chunk is with h2o; proceed not yet called */
   uint8_t finish_pending; /* at proceed: 1 send the final chunk, 2 abort */
   char *buf;              /* the chunk in flight, while busy */
   size_t cap;
-  ar__task_t *waiter; /* the task waiting in write/finish for proceed */
+  ar__task_t *waiter;        /* the task waiting in write/finish for proceed */
+  ar__task_t *task;          /* its handler task, while lua */
+  ar__done_t done;           /* on that task: handler_done */
+  struct request_box_s *box; /* its userdata, while lua */
 } sreq_t;
 
 struct server_s {
@@ -96,17 +102,20 @@ struct server_s {
   uint8_t ctx_live;   /* h2o context initialized, not disposed */
   uint8_t stopped;    /* no longer accepting */
   uint8_t lua;        /* the server userdata points at it */
-  uint8_t dispatched; /* the dispatcher has seen the end (next -> nil) */
+  uint8_t dispatched; /* the dispatcher has seen the end (dispatch returned) */
   int closing;        /* context timers not yet through their close cb */
   int nconns, max_conns;
   size_t max_header;
   size_t nreqs; /* sreq_t alive */
   ar__list_t conns;
   ar__list_t incoming;
-  ar__list_t wdone;       /* conn_t with a write callback due */
-  ar__task_t *dispatcher; /* waiting in core.next */
-  ar__list_t live;        /* in the module state's list, while in_mod */
-  struct srvmod_s *mod;   /* that state (it outlives every server) */
+  ar__list_t active; /* sreq_t whose handler task runs */
+  size_t nactive;
+  ar__list_t idle_waiters; /* tasks in core.idle */
+  ar__list_t wdone;        /* conn_t with a write callback due */
+  ar__task_t *dispatcher;  /* waiting in core.dispatch */
+  ar__list_t live;         /* in the module state's list, while in_mod */
+  struct srvmod_s *mod;    /* that state (it outlives every server) */
   uint8_t in_mod;
 };
 
@@ -123,7 +132,7 @@ typedef struct {
   server_t *srv;
 } server_box_t;
 
-typedef struct {
+typedef struct request_box_s {
   sreq_t *s;
 } request_box_t;
 
@@ -521,8 +530,22 @@ static void abandon(server_t *srv) {
   }
 }
 
+/* Every Lua-facing function of the module is a closure over its two
+ * metatables, so an argument is checked by comparing metatables rather
+ * than by looking a name up in the registry (five checks per request). */
+#define SERVER_MT_UV lua_upvalueindex(1)
+#define REQUEST_MT_UV lua_upvalueindex(2)
+
+static void *check_box(lua_State *L, int idx, int mt, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, mt))
+    luaL_typeerror(L, idx, tname);
+  lua_pop(L, 1);
+  return p;
+}
+
 static server_t *check_server(lua_State *L, int idx) {
-  server_box_t *b = luaL_checkudata(L, idx, SERVER_MT);
+  server_box_t *b = check_box(L, idx, SERVER_MT_UV, SERVER_MT);
   if (b->srv == NULL) luaL_argerror(L, idx, "server is gone");
   return b->srv;
 }
@@ -582,7 +605,8 @@ static int l_listen(lua_State *L) {
 
   server_box_t *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->srv = NULL;
-  luaL_setmetatable(L, SERVER_MT);
+  lua_pushvalue(L, SERVER_MT_UV);
+  lua_setmetatable(L, -2);
   server_t *srv = calloc(1, sizeof *srv);
   if (srv == NULL) return luaL_error(L, "not enough memory");
   srv->E = ar__engine_of(L);
@@ -597,6 +621,8 @@ static int l_listen(lua_State *L) {
   srv->max_header = (size_t)max_header;
   ar__list_init(&srv->conns);
   ar__list_init(&srv->incoming);
+  ar__list_init(&srv->active);
+  ar__list_init(&srv->idle_waiters);
   ar__list_init(&srv->wdone);
   box->srv = srv;
   srv->lua = 1;
@@ -676,22 +702,91 @@ static int dispatcher_cancel(ar__task_t *t, void *data) {
   return AR__CANCEL_DONE;
 }
 
-/* core.next(server) -> request | nil. The next queued request, waiting
- * for one; nil once the server has stopped and the queue is empty. */
-static int next_k(lua_State *L, int status, lua_KContext ctx) {
+/* Ends the Lua side of a request (its handler task has ended): an
+ * unanswered request gets a 503 (its handler was cancelled or failed); a
+ * stream still open is aborted (HTTP/1.1: a broken chunk, then the
+ * connection is closed), so the client can tell that it was cut short. */
+static void release(sreq_t *s) {
+  if (s->req != NULL) {
+    if (s->state == R_NEW) {
+      s->state = R_DONE;
+      h2o_send_error_generic(s->req, 503, "Service Unavailable",
+                             "the request was cancelled\n",
+                             H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
+    } else if (s->state == R_STREAMING) {
+      if (s->busy) {
+        s->finish_pending = 2;
+      } else {
+        s->state = R_DONE;
+        h2o_send(s->req, NULL, 0, H2O_SEND_STATE_ERROR);
+      }
+    }
+  }
+  s->waiter = NULL;
+  s->lua = 0;
+  sreq_check(s);
+}
+
+/* The handler task ended, however (returned, failed, cancelled before it
+ * started). Its request userdata is still alive: it was an argument of
+ * the task's body until that returned, and nothing is collected between
+ * then and the task's done hooks (which never touch Lua). */
+static void handler_done(ar__done_t *d, ar__task_t *t) {
+  (void)t;
+  sreq_t *s = ar__container_of(d, sreq_t, done);
+  server_t *srv = s->srv;
+  s->box->s = NULL; /* later calls raise "request is released" */
+  s->box = NULL;
+  s->task = NULL;
+  ar__list_remove(&s->node);
+  if (--srv->nactive == 0)
+    while (!ar__list_empty(&srv->idle_waiters))
+      ar__task_wake(ar__waiters_shift(&srv->idle_waiters), 0);
+  release(s); /* may free s, then srv */
+}
+
+/* Spawns run(srv, R, method, path, query) for the first queued request;
+ * run and srv are at 2 and 3. */
+static void spawn_handler(lua_State *L, server_t *srv) {
+  sreq_t *s = ar__container_of(srv->incoming.next, sreq_t, node);
+  h2o_req_t *req = s->req; /* queued requests are live */
+  luaL_checkstack(L, 8, NULL);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  request_box_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->s = NULL;
+  lua_pushvalue(L, REQUEST_MT_UV);
+  lua_setmetatable(L, -2);
+  lua_pushlstring(L, req->method.base, req->method.len);
+  lua_pushlstring(L, req->path_normalized.base, req->path_normalized.len);
+  if (req->query_at != SIZE_MAX)
+    lua_pushlstring(L, req->path.base + req->query_at + 1,
+                    req->path.len - req->query_at - 1);
+  else
+    lua_pushnil(L);
+  ar__task_t *t = ar__task_spawn(L, 5);
+  lua_pop(L, 1); /* the handle */
+  /* Nothing raises from here on. */
+  ar__list_remove(&s->node);
+  s->queued = 0;
+  s->lua = 1;
+  s->box = b;
+  s->task = t;
+  b->s = s;
+  ar__list_insert_tail(&srv->active, &s->node);
+  srv->nactive++;
+  ar__task_add_done(t, &s->done, handler_done);
+}
+
+/* core.dispatch(server, run, srv): the dispatcher task's life. Spawns a
+ * handler task for every request, as they come; returns once the server
+ * has stopped and the queue is empty. */
+static int dispatch_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   server_t *srv = check_server(L, 1);
-  if (!ar__list_empty(&srv->incoming)) {
-    request_box_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-    luaL_setmetatable(L, REQUEST_MT);
-    sreq_t *s = ar__container_of(srv->incoming.next, sreq_t, node);
-    ar__list_remove(&s->node);
-    s->queued = 0;
-    s->lua = 1;
-    b->s = s;
-    return 1;
-  }
+  while (!ar__list_empty(&srv->incoming))
+    spawn_handler(L, srv);
   if (srv->stopped) {
     srv->dispatched = 1;
     return 0;
@@ -699,10 +794,38 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   ar__task_t *t = ar__task_check_current(L, "server dispatch");
   assert(srv->dispatcher == NULL);
   srv->dispatcher = t;
-  return ar__task_suspend(L, t, dispatcher_cancel, srv, next_k, 0);
+  return ar__task_suspend(L, t, dispatcher_cancel, srv, dispatch_k, 0);
 }
 
-static int l_next(lua_State *L) { return next_k(L, LUA_OK, 0); }
+static int l_dispatch(lua_State *L) {
+  check_server(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  return dispatch_k(L, LUA_OK, 0);
+}
+
+/* core.idle(server): waits until no handler task is running. */
+static int idle_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  server_t *srv = check_server(L, 1);
+  if (srv->nactive == 0) return 0;
+  ar__task_t *t = ar__task_check_current(L, "server close");
+  ar__waiters_push(&srv->idle_waiters, t);
+  return ar__task_suspend(L, t, ar__waiters_cancel, NULL, idle_k, 0);
+}
+
+static int l_idle(lua_State *L) { return idle_k(L, LUA_OK, 0); }
+
+/* core.cancel(server): cancels every handler task still running. */
+static int l_cancel(lua_State *L) {
+  server_t *srv = check_server(L, 1);
+  for (ar__list_t *n = srv->active.next; n != &srv->active; n = n->next) {
+    sreq_t *s = ar__container_of(n, sreq_t, node);
+    ar__task_cancel(s->task);
+  }
+  return 0;
+}
 
 /* core.stop(server [, abandon]): stops accepting (see server_stop). With
  * abandon, no handler will run any more: queued requests and any that
@@ -714,17 +837,19 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
-/* core.info(server) -> open connections, requests alive, stopped. */
+/* core.info(server) -> open connections, requests alive, stopped,
+ * handler tasks running. */
 static int l_info(lua_State *L) {
   server_t *srv = check_server(L, 1);
   lua_pushinteger(L, srv->nconns);
   lua_pushinteger(L, (lua_Integer)srv->nreqs);
   lua_pushboolean(L, srv->stopped);
-  return 3;
+  lua_pushinteger(L, (lua_Integer)srv->nactive);
+  return 4;
 }
 
 static int server_gc(lua_State *L) {
-  server_box_t *b = luaL_checkudata(L, 1, SERVER_MT);
+  server_box_t *b = check_box(L, 1, SERVER_MT_UV, SERVER_MT);
   server_t *srv = b->srv;
   if (srv == NULL) return 0;
   b->srv = NULL;
@@ -826,7 +951,7 @@ static const ar__module_t server_module = {
 /* ---- Lua: a request and its response ----------------------------------- */
 
 static sreq_t *check_req(lua_State *L) {
-  request_box_t *b = luaL_checkudata(L, 1, REQUEST_MT);
+  request_box_t *b = check_box(L, 1, REQUEST_MT_UV, REQUEST_MT);
   if (b->s == NULL) luaL_argerror(L, 1, "request is released");
   return b->s;
 }
@@ -834,21 +959,6 @@ static sreq_t *check_req(lua_State *L) {
 static h2o_req_t *live_req(lua_State *L, sreq_t *s) {
   if (s->req == NULL) ar__error_raise(L, "closed", "the client has gone away");
   return s->req;
-}
-
-/* R:info() -> method, path (normalized), query string or nil, version. */
-static int r_info(lua_State *L) {
-  sreq_t *s = check_req(L);
-  h2o_req_t *req = live_req(L, s);
-  lua_pushlstring(L, req->method.base, req->method.len);
-  lua_pushlstring(L, req->path_normalized.base, req->path_normalized.len);
-  if (req->query_at != SIZE_MAX)
-    lua_pushlstring(L, req->path.base + req->query_at + 1,
-                    req->path.len - req->query_at - 1);
-  else
-    lua_pushnil(L);
-  lua_pushinteger(L, req->version);
-  return 4;
 }
 
 /* R:headers() -> {name = value}, names in lower case; repeated headers
@@ -1049,66 +1159,36 @@ static int r_state(lua_State *L) {
   return 1;
 }
 
-/* __close and __gc: the Lua side lets go. An unanswered request gets a
- * 503 (its handler was cancelled or failed); a stream still open is
- * aborted (HTTP/1.1: a broken chunk, then the connection is closed), so
- * the client can tell that it was cut short. */
-static int r_release(lua_State *L) {
-  request_box_t *b = luaL_checkudata(L, 1, REQUEST_MT);
-  sreq_t *s = b->s;
-  if (s == NULL) return 0;
-  b->s = NULL;
-  if (s->req != NULL) {
-    if (s->state == R_NEW) {
-      s->state = R_DONE;
-      h2o_send_error_generic(s->req, 503, "Service Unavailable",
-                             "the request was cancelled\n",
-                             H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
-    } else if (s->state == R_STREAMING) {
-      if (s->busy) {
-        s->finish_pending = 2;
-      } else {
-        s->state = R_DONE;
-        h2o_send(s->req, NULL, 0, H2O_SEND_STATE_ERROR);
-      }
-    }
-  }
-  s->waiter = NULL;
-  s->lua = 0;
-  sreq_check(s);
-  return 0;
-}
-
 /* ---- the module -------------------------------------------------------- */
 
 static int load_front(lua_State *L) {
-  static const luaL_Reg core[] = {{"listen", l_listen},
-                                  {"next", l_next},
-                                  {"stop", l_stop},
-                                  {"info", l_info},
-                                  {NULL, NULL}};
+  static const luaL_Reg core[] = {
+      {"listen", l_listen}, {"dispatch", l_dispatch}, {"idle", l_idle},
+      {"cancel", l_cancel}, {"stop", l_stop},         {"info", l_info},
+      {NULL, NULL}};
   static const luaL_Reg req_methods[] = {
-      {"info", r_info},       {"headers", r_headers}, {"body", r_body},
-      {"respond", r_respond}, {"start", r_start},     {"write", r_write},
-      {"finish", r_finish},   {"state", r_state},     {NULL, NULL}};
-  if (luaL_newmetatable(L, SERVER_MT)) {
-    lua_pushcfunction(L, server_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, REQUEST_MT)) {
-    luaL_newlib(L, req_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, r_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, r_release);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
+      {"headers", r_headers}, {"body", r_body},   {"respond", r_respond},
+      {"start", r_start},     {"write", r_write}, {"finish", r_finish},
+      {"state", r_state},     {NULL, NULL}};
+  luaL_newmetatable(L, SERVER_MT);
+  int smt = lua_gettop(L);
+  luaL_newmetatable(L, REQUEST_MT);
+  int rmt = lua_gettop(L);
+#define PUSH_MTS() (lua_pushvalue(L, smt), lua_pushvalue(L, rmt))
+  PUSH_MTS();
+  lua_pushcclosure(L, server_gc, 2);
+  lua_setfield(L, smt, "__gc");
+  lua_newtable(L);
+  PUSH_MTS();
+  luaL_setfuncs(L, req_methods, 2);
+  lua_setfield(L, rmt, "__index");
   if (luaL_loadbuffer(L, (const char *)ar__lserver_lua, sizeof ar__lserver_lua,
                       "=[async.http server]") != LUA_OK)
     return lua_error(L);
-  luaL_newlib(L, core);
+  lua_newtable(L);
+  PUSH_MTS();
+  luaL_setfuncs(L, core, 2);
+#undef PUSH_MTS
   lua_call(L, 1, 1);
   return 1;
 }

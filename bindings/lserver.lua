@@ -4,10 +4,10 @@
 local core = ...
 
 local async = require "async"
-local spawn, current, event = async.spawn, async.current, async.event
+local spawn, event = async.spawn, async.event
 local wait_for, aerror = async.wait_for, async.error
-local listen, next_request, stop = core.listen, core.next, core.stop
-local info = core.info
+local listen, dispatch_requests, stop = core.listen, core.dispatch, core.stop
+local info, idle, cancel_handlers = core.info, core.idle, core.cancel
 local setmetatable, type, tostring, error = setmetatable, type, tostring, error
 local xpcall, pcall, pairs, ipairs = xpcall, pcall, pairs, ipairs
 local tonumber, require, rawset = tonumber, require, rawset
@@ -255,15 +255,9 @@ local function plain(R, status, text, extra)
   R:respond(status, h, text)
 end
 
-local function run(srv, R)
-  local r <close> = R
-  local self = current()
-  local ok0, method, path, qs = pcall(R.info, R)
-  if not ok0 then -- the client went away before its handler started
-    srv._inflight[self] = nil
-    srv:_ended()
-    return
-  end
+-- Each request's task (spawned by core.dispatch). When it ends, however
+-- it ends, the C side lets go of R: an unanswered request gets a 503.
+local function run(srv, R, method, path, qs)
   local req = setmetatable({method = method, path = path, _qs = qs, _R = R},
                            request_mt)
   -- _sent is there from the start: setting it later would grow the table.
@@ -294,8 +288,6 @@ local function run(srv, R)
         pcall(R.finish, R)
       end
     elseif is_kind(e, "cancelled") then
-      srv._inflight[self] = nil
-      srv:_ended()
       error(e, 0)
     elseif is_kind(e, "json") then
       if R:state() == "new" then
@@ -309,8 +301,6 @@ local function run(srv, R)
       end
     end
   end
-  srv._inflight[self] = nil
-  srv:_ended()
 end
 
 ---- the server -----------------------------------------------------------
@@ -333,20 +323,12 @@ function Server:route(method, pattern, fn)
   return self
 end
 
-function Server:_ended()
-  self._active = self._active - 1
-  if self._active == 0 and self._idle then self._idle:set() end
-end
-
 -- Waits until no handler is running (dispatcher ended first, so none can
 -- start any more).
 local function drain(self)
   local d = self._dispatcher
   if not d:done() then self._done_ev:wait() end
-  if self._active > 0 then
-    self._idle = event()
-    self._idle:wait()
-  end
+  idle(self._S)
 end
 
 function Server:close(opts)
@@ -371,13 +353,13 @@ function Server:close(opts)
   if not ok then
     if not is_kind(e, "timeout") then
       stop(self._S, true)
-      for t in pairs(self._inflight) do t:cancel() end
+      cancel_handlers(self._S)
       error(e, 0)
     end
     -- Grace is over: cancel what still runs, then wait for it to end.
     self._dispatcher:cancel()
     stop(self._S, true)
-    for t in pairs(self._inflight) do t:cancel() end
+    cancel_handlers(self._S)
     drain(self)
   end
   self._closed = true
@@ -395,21 +377,14 @@ function Server:wait()
 end
 
 function Server:stats()
-  local conns, reqs, stopped = info(self._S)
-  return {connections = conns, requests = reqs, active = self._active,
+  local conns, reqs, stopped, active = info(self._S)
+  return {connections = conns, requests = reqs, active = active,
           closed = stopped}
 end
 
 local function dispatch(self)
-  local S, inflight = self._S, self._inflight
-  local ok, e = pcall(function()
-    while true do
-      local R = next_request(S)
-      if R == nil then return end
-      inflight[spawn(run, self, R)] = true
-      self._active = self._active + 1
-    end
-  end)
+  local S = self._S
+  local ok, e = pcall(dispatch_requests, S, run, self)
   self._done_ev:set()
   if not ok then
     stop(S, true)
@@ -463,8 +438,8 @@ local function serve(opts)
   local scheme = opts.tls and "https" or "http"
   local h = find(host, ":", 1, true) and "[" .. host .. "]" or host
   local self = setmetatable({
-    _S = S, _handler = opts.handler, _routes = {}, _inflight = {},
-    _active = 0, _done_ev = event(), _closed_ev = event(),
+    _S = S, _handler = opts.handler, _routes = {},
+    _done_ev = event(), _closed_ev = event(),
     port = port, host = host,
     url = format("%s://%s:%d", scheme, h, port),
   }, Server)

@@ -231,4 +231,38 @@ check.test("tls: HTTPS with HTTP/2 through ALPN; a bad certificate raises kind t
   os.execute("rm -rf " .. dir)
 end)
 
+check.test("handler tasks are counted while they run; a request kept past its task is let go", function()
+  local gate = async.event()
+  local kept = {}
+  local srv = http.serve({ port = 0, handler = function(req, res)
+    kept[#kept + 1] = req
+    gate:wait()
+    res:send("ok " .. req.path)
+  end })
+  local ts = {}
+  for i = 1, 3 do ts[i] = async.spawn(http.get, srv.url .. "/r" .. i) end
+  local deadline = async.now() + 5
+  while srv:stats().active < 3 and async.now() < deadline do async.sleep(0.01) end
+  check.eq(srv:stats().active, 3, "running handlers")
+  gate:set()
+  local rs = async.gather(ts)
+  for i = 1, 3 do
+    check.eq(rs[i].status, 200, "status " .. i)
+    check.eq(rs[i].body, "ok /r" .. i, "body " .. i)
+  end
+  check.eq(srv:stats().active, 0, "handlers after their answers")
+  check.eq(#kept, 3, "requests kept")
+  -- The request's C side ended with its task: using it raises.
+  check.matches(select(2, pcall(kept[1].body, kept[1])), "request is released")
+  -- A handler task cancelled by close (grace over) is counted out too.
+  local started = async.event()
+  srv:route("GET", "/stuck", function(req, res) started:set(); async.sleep(30) end)
+  local t = async.spawn(http.get, srv.url .. "/stuck")
+  started:wait()
+  check.eq(srv:stats().active, 1, "the stuck handler")
+  srv:close({ grace = 0.05 })
+  check.eq(srv:stats().active, 0, "after close")
+  check.eq(t:await().status, 503, "the stuck request's answer")
+end)
+
 check.done()
