@@ -739,7 +739,9 @@ static void handler_done(ar__done_t *d, ar__task_t *t) {
   s->box = NULL;
   s->task = NULL;
   ar__list_remove(&s->node);
-  if (--srv->nactive == 0)
+  /* A waiter may be a handler closing its own server: <= 1 (idle_k
+   * checks again). */
+  if (--srv->nactive <= 1)
     while (!ar__list_empty(&srv->idle_waiters))
       ar__task_wake(ar__waiters_shift(&srv->idle_waiters), 0);
   release(s); /* may free s, then srv */
@@ -804,12 +806,28 @@ static int l_dispatch(lua_State *L) {
   return dispatch_k(L, LUA_OK, 0);
 }
 
-/* core.idle(server): waits until no handler task is running. */
+/* Whether t is one of srv's running handler tasks. */
+static int runs_handler(server_t *srv, const ar__task_t *t) {
+  for (ar__list_t *n = srv->active.next; n != &srv->active; n = n->next)
+    if (ar__container_of(n, sreq_t, node)->task == t) return 1;
+  return 0;
+}
+
+/* The closing task at 2 (a handle, or nil). */
+static ar__task_t *opt_closer(lua_State *L) {
+  return lua_isnoneornil(L, 2) ? NULL : ar__task_check(L, 2);
+}
+
+/* core.idle(server [, closer]): waits until no handler task is running
+ * but closer, the task closing the server (a handler closing its own
+ * server must not wait for itself). */
 static int idle_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   server_t *srv = check_server(L, 1);
-  if (srv->nactive == 0) return 0;
+  ar__task_t *closer = opt_closer(L);
+  size_t self = closer != NULL && runs_handler(srv, closer);
+  if (srv->nactive <= self) return 0;
   ar__task_t *t = ar__task_check_current(L, "server close");
   ar__waiters_push(&srv->idle_waiters, t);
   return ar__task_suspend(L, t, ar__waiters_cancel, NULL, idle_k, 0);
@@ -817,12 +835,14 @@ static int idle_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int l_idle(lua_State *L) { return idle_k(L, LUA_OK, 0); }
 
-/* core.cancel(server): cancels every handler task still running. */
+/* core.cancel(server [, closer]): cancels every handler task still
+ * running but closer. */
 static int l_cancel(lua_State *L) {
   server_t *srv = check_server(L, 1);
+  ar__task_t *closer = opt_closer(L);
   for (ar__list_t *n = srv->active.next; n != &srv->active; n = n->next) {
     sreq_t *s = ar__container_of(n, sreq_t, node);
-    ar__task_cancel(s->task);
+    if (s->task != closer) ar__task_cancel(s->task);
   }
   return 0;
 }

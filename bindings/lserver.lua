@@ -4,7 +4,7 @@
 local core = ...
 
 local async = require "async"
-local spawn, event = async.spawn, async.event
+local spawn, event, current = async.spawn, async.event, async.current
 local wait_for, aerror = async.wait_for, async.error
 local listen, dispatch_requests, stop = core.listen, core.dispatch, core.stop
 local info, idle, cancel_handlers = core.info, core.idle, core.cancel
@@ -323,12 +323,18 @@ function Server:route(method, pattern, fn)
   return self
 end
 
--- Waits until no handler is running (dispatcher ended first, so none can
--- start any more).
-local function drain(self)
+-- Waits until no handler is running but the closing task `me` (a handler
+-- may close its own server); the dispatcher ends first, so none can start
+-- any more.
+local function drain(self, me)
   local d = self._dispatcher
   if not d:done() then self._done_ev:wait() end
-  idle(self._S)
+  idle(self._S, me)
+end
+
+local function closed(self)
+  self._closed = true
+  self._closed_ev:set()
 end
 
 function Server:close(opts)
@@ -349,21 +355,24 @@ function Server:close(opts)
   end
   self._closing = true
   stop(self._S)
-  local ok, e = pcall(wait_for, function() drain(self) end, grace)
-  if not ok then
-    if not is_kind(e, "timeout") then
-      stop(self._S, true)
-      cancel_handlers(self._S)
-      error(e, 0)
-    end
+  local me = current()
+  local ok, e = pcall(wait_for, function() drain(self, me) end, grace)
+  if not ok and is_kind(e, "timeout") then
     -- Grace is over: cancel what still runs, then wait for it to end.
     self._dispatcher:cancel()
     stop(self._S, true)
-    cancel_handlers(self._S)
-    drain(self)
+    cancel_handlers(self._S, me)
+    ok, e = pcall(drain, self, me)
   end
-  self._closed = true
-  self._closed_ev:set()
+  if not ok then
+    -- This close was cancelled or failed: the server closes by force, and
+    -- whoever waits for it (srv:wait(), another close) is let go.
+    stop(self._S, true)
+    cancel_handlers(self._S, me)
+    closed(self)
+    error(e, 0)
+  end
+  closed(self)
 end
 
 -- Waits until the server is closed. If the waiting task is cancelled

@@ -265,4 +265,52 @@ check.test("handler tasks are counted while they run; a request kept past its ta
   check.eq(t:await().status, 503, "the stuck request's answer")
 end)
 
+check.test("a handler may close its own server: close waits for the others, not itself", function()
+  local srv
+  local closed_in
+  srv = http.serve({ port = 0, handler = function(req, res)
+    if req.path == "/slow" then
+      async.sleep(0.3)
+      return res:send("slow done")
+    end
+    res:send("bye")
+    local t0 = async.now()
+    srv:close({ grace = 5 })
+    closed_in = async.now() - t0
+  end })
+  local t0 = async.now()
+  local slow = async.spawn(http.get, srv.url .. "/slow")
+  async.sleep(0.05)
+  local r = http.get(srv.url .. "/shutdown")
+  check.eq(r.status, 200, "the closing request")
+  check.eq(r.body, "bye")
+  srv:wait()
+  local took = async.now() - t0
+  check.eq(slow:await().status, 200, "the request in flight finished")
+  check.truthy(closed_in ~= nil, "close returned inside the handler")
+  check.truthy(closed_in >= 0.15 and closed_in < 1.5, "close waited for the slow handler only: " .. tostring(closed_in))
+  check.truthy(took < 2, "srv:wait() returned after " .. took .. " s")
+  check.eq(srv:stats().active, 0, "no handler left")
+end)
+
+check.test("a close that is cancelled still releases srv:wait() and the next close", function()
+  local started = async.event()
+  local srv = http.serve({ port = 0, handler = function(req, res)
+    started:set()
+    async.sleep(30)
+  end })
+  local client = async.spawn(http.get, srv.url .. "/stuck")
+  started:wait()
+  local waiter = async.spawn(function() srv:wait() return "released" end)
+  local closer = async.spawn(function() srv:close({ grace = 20 }) end)
+  async.sleep(0.1)
+  closer:cancel()
+  check.raises("cancelled", closer.await, closer)
+  check.eq(async.wait_for(function() return waiter:await() end, 2), "released", "srv:wait()")
+  check.eq(async.wait_for(function() return client:await().status end, 2), 503, "the stuck request")
+  local t0 = async.now()
+  srv:close()
+  check.truthy(async.now() - t0 < 0.5, "a later close returns at once")
+end)
+
 check.done()
