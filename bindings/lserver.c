@@ -113,6 +113,7 @@ struct server_s {
   size_t nactive;
   ar__list_t idle_waiters; /* tasks in core.idle */
   ar__list_t wdone;        /* conn_t with a write callback due */
+  conn_t *reading;         /* h2o is parsing what it read from it */
   ar__task_t *dispatcher;  /* waiting in core.dispatch */
   ar__list_t live;         /* in the module state's list, while in_mod */
   struct srvmod_s *mod;    /* that state (it outlives every server) */
@@ -299,6 +300,8 @@ static void dispatcher_wake(server_t *srv) {
  * object is the socket's data; TLS ones are left to h2o's own timeout). */
 static conn_t *conn_of(server_t *srv, h2o_req_t *req) {
   if (srv->ssl != NULL) return NULL;
+  conn_t *r = srv->reading;
+  if (r != NULL && r->sock->data == (void *)req->conn) return r;
   for (ar__list_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
     conn_t *c = ar__container_of(n, conn_t, node);
     if (c->sock->data == (void *)req->conn) return c;
@@ -361,6 +364,11 @@ static void conn_closed_cb(uv_handle_t *h) {
 }
 
 int ar__srv_is_conn(uv_close_cb close_cb) { return close_cb == conn_closed_cb; }
+
+void ar__srv_reading(uv_stream_t *stream, int on) {
+  conn_t *c = (conn_t *)stream;
+  c->srv->reading = on ? c : NULL;
+}
 
 void ar__srv_write_later(uv_stream_t *stream) {
   conn_t *c = (conn_t *)stream;

@@ -93,7 +93,10 @@ static void paused_read(uv_stream_t *stream, ssize_t nread,
   }
   sock->input->size += (size_t)nread;
   sock->bytes_read = (size_t)nread;
+  int conn = ar__srv_is_conn(((struct uv_socket_head *)sock)->close_cb);
+  if (conn) ar__srv_reading(stream, 1);
   sock->_cb.read(sock, NULL);
+  if (conn) ar__srv_reading(stream, 0);
 }
 
 AR_INTERPOSE void h2o_socket_read_start(h2o_socket_t *sock, h2o_socket_cb cb) {
