@@ -15,7 +15,8 @@
  * h2o's request (its memory pool holds an anchor whose dispose callback
  * clears sreq->req) and its handler task, from the spawn until the task
  * ends (handler_done); it is freed when both have let go (sreq_check).
- * The task's "asyncrun.server.request" userdata points at it until then.
+ * The task's "asyncrun.server.request" userdata keeps the task's handle
+ * and looks at the sreq_t only while the task is not done.
  *
  * libuv and h2o callbacks never call Lua: they record, and wake the one
  * task waiting (the dispatcher in core.dispatch, a writer in R:write). The
@@ -80,10 +81,9 @@ typedef struct {
   uint8_t finish_pending; /* at proceed: 1 send the final chunk, 2 abort */
   char *buf;              /* the chunk in flight, while busy */
   size_t cap;
-  ar__task_t *waiter;        /* the task waiting in write/finish for proceed */
-  ar__task_t *task;          /* its handler task, while lua */
-  ar__done_t done;           /* on that task: handler_done */
-  struct request_box_s *box; /* its userdata, while lua */
+  ar__task_t *waiter; /* the task waiting in write/finish for proceed */
+  ar__task_t *task;   /* its handler task, while lua */
+  ar__done_t done;    /* on that task: handler_done */
 } sreq_t;
 
 struct server_s {
@@ -133,8 +133,11 @@ typedef struct {
   server_t *srv;
 } server_box_t;
 
-typedef struct request_box_s {
+/* A request's userdata. Its user value is the handle of its handler task,
+ * which keeps task valid: s is alive until that task is done. */
+typedef struct {
   sreq_t *s;
+  ar__task_t *task;
 } request_box_t;
 
 static void server_check(server_t *srv);
@@ -736,15 +739,12 @@ static void release(sreq_t *s) {
 }
 
 /* The handler task ended, however (returned, failed, cancelled before it
- * started). Its request userdata is still alive: it was an argument of
- * the task's body until that returned, and nothing is collected between
- * then and the task's done hooks (which never touch Lua). */
+ * started). Its request userdata, if still alive, sees the task done and
+ * no longer looks at s. */
 static void handler_done(ar__done_t *d, ar__task_t *t) {
   (void)t;
   sreq_t *s = ar__container_of(d, sreq_t, done);
   server_t *srv = s->srv;
-  s->box->s = NULL; /* later calls raise "request is released" */
-  s->box = NULL;
   s->task = NULL;
   ar__list_remove(&s->node);
   /* A waiter may be a handler closing its own server: <= 1 (idle_k
@@ -760,13 +760,16 @@ static void handler_done(ar__done_t *d, ar__task_t *t) {
 static void spawn_handler(lua_State *L, server_t *srv) {
   sreq_t *s = ar__container_of(srv->incoming.next, sreq_t, node);
   h2o_req_t *req = s->req; /* queued requests are live */
-  luaL_checkstack(L, 8, NULL);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  request_box_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+  luaL_checkstack(L, 9, NULL);
+  request_box_t *b = lua_newuserdatauv(L, sizeof *b, 1);
   b->s = NULL;
+  b->task = NULL;
   lua_pushvalue(L, REQUEST_MT_UV);
   lua_setmetatable(L, -2);
+  int box = lua_gettop(L);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, box);
   lua_pushlstring(L, req->method.base, req->method.len);
   lua_pushlstring(L, req->path_normalized.base, req->path_normalized.len);
   if (req->query_at != SIZE_MAX)
@@ -775,14 +778,15 @@ static void spawn_handler(lua_State *L, server_t *srv) {
   else
     lua_pushnil(L);
   ar__task_t *t = ar__task_spawn(L, 5);
-  lua_pop(L, 1); /* the handle */
+  lua_setiuservalue(L, box, 1); /* the handle */
+  lua_pop(L, 1);
   /* Nothing raises from here on. */
   ar__list_remove(&s->node);
   s->queued = 0;
   s->lua = 1;
-  s->box = b;
   s->task = t;
   b->s = s;
+  b->task = t;
   ar__list_insert_tail(&srv->active, &s->node);
   srv->nactive++;
   ar__task_add_done(t, &s->done, handler_done);
@@ -980,7 +984,8 @@ static const ar__module_t server_module = {
 
 static sreq_t *check_req(lua_State *L) {
   request_box_t *b = check_box(L, 1, REQUEST_MT_UV, REQUEST_MT);
-  if (b->s == NULL) luaL_argerror(L, 1, "request is released");
+  if (b->s == NULL || ar__task_is_done(b->task))
+    luaL_argerror(L, 1, "request is released");
   return b->s;
 }
 
