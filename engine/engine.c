@@ -138,7 +138,7 @@ void ar__engine_stats(ar_engine_t *E, ar__engine_stats_t *st) {
   st->memory = E->mem_used;
   st->handles = E->handles_open;
   st->requests = E->reqs_open;
-  st->spare_threads = E->co_pool_n;
+  st->spare_threads = ar__task_spare_threads(E);
 }
 
 int ar_engine_failures(ar_engine_t *E) {

@@ -126,6 +126,8 @@ void ar__task_run(ar__task_t *t);
 /* Ends t without letting it run further (force close): its wait is
  * released, its thread closed, its anchor dropped. */
 void ar__task_force_end(ar__task_t *t);
+/* Threads kept for new tasks (the pool's holes closed first). */
+int ar__task_spare_threads(ar_engine_t *E);
 
 /* Reports failures nobody retrieved, on stderr. Returns how many. */
 void ar__task_report(lua_State *L, ar__task_t *t);
@@ -275,10 +277,14 @@ struct ar_engine_s {
 
   /* Threads of tasks that returned nothing, for the next spawns: in the
    * registry table co_pool_ref at 1..co_pool_n (its array part is made
-   * AR__CO_POOL_MAX long, so storing never allocates). co_empty, an empty
-   * thread, stands in for a finished task's thread once that is reused. */
+   * AR__CO_POOL_MAX long, so storing never allocates). Its values are
+   * weak: the collector frees what the pool holds at its next cycle, so a
+   * thread that grew deep once is not kept (there may be holes). co_empty,
+   * an empty thread, stands in for a finished task's thread once that is
+   * reused. */
   int co_pool_ref, co_pool_n;
   lua_State *co_empty;
+  int co_empty_ref;
 
   int reraise_ref;     /* the failed task whose error is being re-raised */
   int cancel_msgs_ref; /* weak table: task handle -> t:cancel(msg) */

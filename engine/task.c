@@ -167,17 +167,45 @@ static int task_body(lua_State *co) {
 }
 
 /* Pushes a thread from the pool, set up as lua_newthread would set up a
- * new one (it takes L's hook). */
+ * new one (it takes L's hook); or pushes nothing and returns NULL when
+ * the collector has emptied the pool. Needs 3 slots on L. */
 static lua_State *reuse_thread(lua_State *L, ar_engine_t *E) {
+  lua_State *co = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, E->co_pool_ref);
-  lua_rawgeti(L, -1, E->co_pool_n);
-  lua_pushnil(L);
-  lua_rawseti(L, -3, E->co_pool_n--);
+  while (co == NULL && E->co_pool_n > 0) {
+    lua_rawgeti(L, -1, E->co_pool_n);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, E->co_pool_n--);
+    co = lua_tothread(L, -1);
+    if (co == NULL) lua_pop(L, 1); /* a hole the collector left */
+  }
+  if (co == NULL) {
+    lua_pop(L, 1);
+    return NULL;
+  }
   lua_remove(L, -2);
-  lua_State *co = lua_tothread(L, -1);
-  assert(co != NULL && lua_gettop(co) == 0);
+  assert(lua_gettop(co) == 0);
   lua_sethook(co, lua_gethook(L), lua_gethookmask(L), lua_gethookcount(L));
   return co;
+}
+
+int ar__task_spare_threads(ar_engine_t *E) {
+  lua_State *L = E->L;
+  int n = 0;
+  if (!lua_checkstack(L, 2)) return E->co_pool_n;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, E->co_pool_ref);
+  for (int i = 1; i <= E->co_pool_n; i++) { /* close the holes */
+    if (lua_rawgeti(L, -1, i) == LUA_TTHREAD)
+      lua_rawseti(L, -2, ++n);
+    else
+      lua_pop(L, 1);
+  }
+  for (int i = n + 1; i <= E->co_pool_n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pop(L, 1);
+  return E->co_pool_n = n;
 }
 
 ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
@@ -195,8 +223,9 @@ ar__task_t *ar__task_spawn(lua_State *L, int nargs) {
   ar__timer_init(&t->timer);
   lua_rawgeti(L, LUA_REGISTRYINDEX, E->task_mt_ref);
   lua_setmetatable(L, -2);
-  lua_State *co = E->co_pool_n > 0 && lua_checkstack(L, 3) ? reuse_thread(L, E)
-                                                           : lua_newthread(L);
+  lua_State *co =
+      E->co_pool_n > 0 && lua_checkstack(L, 3) ? reuse_thread(L, E) : NULL;
+  if (co == NULL) co = lua_newthread(L);
   if (!lua_checkstack(co, nargs + 2))
     luaL_error(L, "too many arguments to spawn");
   lua_setiuservalue(L, -2, 1);

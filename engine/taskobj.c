@@ -433,11 +433,15 @@ void ar__task_open(lua_State *L) {
   E->task_failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushboolean(L, 0);
   E->reraise_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_createtable(L, AR__CO_POOL_MAX, 1);
-  E->co_empty = lua_newthread(L);
-  lua_setfield(L, -2, "empty");
+  lua_createtable(L, AR__CO_POOL_MAX, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
   E->co_pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   E->co_pool_n = 0;
+  E->co_empty = lua_newthread(L);
+  E->co_empty_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* t:cancel(msg)'s messages, dropped with their tasks. */
   lua_newtable(L);
   lua_createtable(L, 0, 1);

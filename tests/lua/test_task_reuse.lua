@@ -152,21 +152,49 @@ check.test("cancelling a task on a reused thread, at its waits", function()
   check.eq(async.stats().tasks, 2, "only the script and this test are left")
 end)
 
-check.test("the pool is bounded", function()
+check.test("the pool is bounded, and the collector empties it", function()
   local function round()
     local ts = {}
     for i = 1, 2000 do ts[i] = async.spawn(function() async.sleep(0) end) end
     async.gather(ts)
     settle()
+    local kept = spare()
     collectgarbage()
     collectgarbage()
-    return async.stats().memory
+    return kept, async.stats().memory
   end
-  local m0 = round()
-  check.eq(spare(), 256, "at most 256 kept")
-  local m1 = round()
-  check.eq(spare(), 256, "still 256")
+  local kept, m0 = round()
+  check.eq(kept, 256, "at most 256 kept")
+  check.eq(spare(), 0, "none kept after a full collection")
+  local kept1, m1 = round()
+  check.eq(kept1, 256, "256 again")
   check.truthy(m1 - m0 < 16 * 1024, "memory grew by " .. (m1 - m0) .. " bytes in a second round")
 end)
+
+-- Threads that grew deep once are not held: the pool's values are weak.
+for _, mode in ipairs({ "incremental", "generational" }) do
+  check.test("deep threads are given back to the collector (" .. mode .. ")", function()
+    collectgarbage(mode)
+    collectgarbage()
+    collectgarbage()
+    local base = collectgarbage("count")
+    local function deep(n) if n == 0 then return 0 end return 1 + deep(n - 1) end
+    local ts = {}
+    for i = 1, 64 do ts[i] = async.spawn(function() deep(20000) end) end
+    async.gather(ts)
+    ts = nil
+    settle()
+    for _ = 1, 3 do
+      local more = {}
+      for i = 1, 100 do more[i] = async.spawn(function() async.sleep(0) end) end
+      async.gather(more)
+    end
+    collectgarbage()
+    collectgarbage()
+    local grown = (collectgarbage("count") - base) * 1024
+    collectgarbage("incremental")
+    check.truthy(grown < 256 * 1024, "held " .. math.floor(grown) .. " bytes after a full collection")
+  end)
+end
 
 check.done()
