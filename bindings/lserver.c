@@ -36,6 +36,7 @@
 
 #include "lserver_lua.h" /* generated from lserver.lua */
 #include "lserver_sock.h"
+#include "lstream.h" /* ar__ignore_sigpipe */
 #include "module.h"
 #include "modules.h"
 
@@ -627,6 +628,9 @@ static int l_listen(lua_State *L) {
     return luaL_error(L, "not enough memory");
   }
   if (mod->servers.next == NULL) ar__list_init(&mod->servers);
+  /* A client that went away must be EPIPE ("closed"), not the end of the
+   * process: h2o writes with uv_write and so do we. */
+  ar__ignore_sigpipe();
   srv->mod = mod;
   srv->max_conns = (int)(max_conns > 1000000 ? 1000000 : max_conns);
   srv->max_header = (size_t)max_header;

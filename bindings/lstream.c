@@ -40,10 +40,11 @@ static const ar__module_t stream_module = {"async.stream", sizeof(state_t),
                                            NULL, state_close, NULL};
 
 /* A write to a pipe or socket whose reader is gone raises SIGPIPE, which
- * by default kills the process. Streams want EPIPE instead (raised as kind
- * "closed"), so SIGPIPE is ignored if nobody chose otherwise, as Node
- * does. libuv restores the default in the children it spawns. */
-static void ignore_sigpipe(void) {
+ * by default kills the process. Streams and the server want EPIPE instead
+ * (raised as kind "closed"), so SIGPIPE is ignored if nobody chose
+ * otherwise, as Node does. libuv restores the default in the children it
+ * spawns. */
+void ar__ignore_sigpipe(void) {
   struct sigaction old;
   if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
     struct sigaction sa;
@@ -90,7 +91,7 @@ ar__stream_t *ar__stream_new(ar_engine_t *E, int kind) {
   if (st == NULL) {
     if ((st = ar__module_open(E, &stream_module)) == NULL) return NULL;
     ar__list_init(&st->open);
-    ignore_sigpipe();
+    ar__ignore_sigpipe();
   }
   ar__stream_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;

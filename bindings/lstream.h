@@ -20,6 +20,10 @@
 
 typedef struct ar__stream_s ar__stream_t;
 
+/* Ignores SIGPIPE unless the process chose otherwise (once the first
+ * stream or server is made). */
+void ar__ignore_sigpipe(void);
+
 enum { AR__STREAM_PIPE, AR__STREAM_TCP };
 
 /* Called from a libuv callback when a collecting stream (see collect)

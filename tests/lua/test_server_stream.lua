@@ -5,6 +5,7 @@ local async = require "async"
 local http = require "async.http"
 local check = require "check"
 local outside = require "outside"
+local child = require "child"
 
 check.test("200 concurrent /delay/1 handlers finish in about 1 s", function()
   local srv = http.serve({})
@@ -160,6 +161,35 @@ check.test("srv:wait returns when a handler closes the server", function()
   local t = async.spawn(function() return http.get(srv.url .. "/quit").body end)
   srv:wait()
   check.eq(t:await(), "bye")
+end)
+
+check.test("a client that goes away mid-stream is 'closed' to the handler, not SIGPIPE", function()
+  -- In a child that starts with SIGPIPE's default action (which kills):
+  -- nothing else in it (no stream, no process) has set SIGPIPE aside.
+  local r = child.run([[
+local async = require "async"
+local http = require "async.http"
+local got
+local srv = http.serve({ port = 0, handler = function(req, res)
+  for i = 1, 2000 do
+    local ok, e = pcall(res.write, res, string.rep("x", 65536))
+    if not ok then got = e; return end
+    async.sleep(0.001)
+  end
+  res:finish()
+end })
+pcall(http.get, srv.url .. "/", { timeout = 0.2 })
+local deadline = async.now() + 5
+while got == nil and async.now() < deadline do async.sleep(0.02) end
+print("kind=" .. tostring(type(got) == "table" and got.kind or got))
+print("active=" .. srv:stats().active)
+srv:close()
+print("alive")
+]], { default_sigpipe = true, timeout = 20 })
+  check.eq(r.status, 0, child.describe(r))
+  check.matches(r.out, "kind=closed", "the handler's write")
+  check.matches(r.out, "active=0", "no handler left")
+  check.matches(r.out, "alive", "the server went on")
 end)
 
 check.done()

@@ -1,7 +1,9 @@
 -- Runs a Lua script in a child asyncrun process, bounded by a timeout: for
 -- cases that crash, hang or end the process on purpose, which would take
 -- the whole test file down if run in place.
---   local r = child.run(src [, { timeout = 20, args = "..." }])
+--   local r = child.run(src [, { timeout = 20, args = "...", default_sigpipe = true }])
+--   default_sigpipe: the child starts with SIGPIPE's default action (which
+--   kills), whatever this process and its shell ignore.
 --   r.status: exit status (128 + n when killed by signal n; 124 on timeout)
 --   r.out, r.err: its stdout and stderr; r.secs: wall time
 local async = require "async"
@@ -33,8 +35,10 @@ function child.run(src, opts)
   -- AR_CHILD_WRAP (say, "valgrind -q --error-exitcode=1") runs the child
   -- under a checker; its findings land in r.err and r.status.
   local wrap = os.getenv("AR_CHILD_WRAP") or ""
+  local scale = wrap ~= "" and 5 or 1
+  if opts.default_sigpipe then wrap = "env --default-signal=PIPE " .. wrap end
   local cmd = string.format("ulimit -c 0; exec timeout -k 2 %d %s %s %s %s >%s 2>%s",
-    (opts.timeout or 20) * (wrap ~= "" and 5 or 1), wrap, shquote(child.bin),
+    (opts.timeout or 20) * scale, wrap, shquote(child.bin),
     shquote(script), opts.args or "", shquote(out), shquote(err))
   local t0 = async.now()
   local _, how, code = os.execute(cmd)
