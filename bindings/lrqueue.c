@@ -50,7 +50,7 @@ static void push_private_lib(lua_State *L, lua_CFunction open) {
 }
 
 /* require "async.redis.queue": the chunk, called with async, async.redis,
- * cjson and private table, math and coroutine libraries, returns
+ * cjson and private table and math libraries, returns
  * {new = function(opts)}. */
 int luaopen_async_redis_queue(lua_State *L) {
   if (luaL_loadbufferx(L, ar__lua_rqueue, ar__lua_rqueue_len,
@@ -61,8 +61,7 @@ int luaopen_async_redis_queue(lua_State *L) {
   require_builtin(L, "cjson");
   push_private_lib(L, luaopen_table);
   push_private_lib(L, luaopen_math);
-  push_private_lib(L, luaopen_coroutine);
-  lua_call(L, 6, 1);
+  lua_call(L, 5, 1);
   return 1;
 }
 

@@ -10,14 +10,16 @@
 --   N:closed   set by close(); put() refuses once it exists
 -- Delivery is at least once: an item whose consumer does not acknowledge
 -- it (task_done) within the visibility timeout is claimed by another.
-local async, redis, cjson, table, math, coroutine = ...
+local async, redis, cjson, table, math = ...
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local setmetatable, error, pcall, select = setmetatable, error, pcall, select
 local math_type, tointeger, floor = math.type, math.tointeger, math.floor
 local math_min = math.min
 local table_remove, table_unpack = table.remove, table.unpack
-local running = coroutine.running
+-- Items are held per task (its handle), not per thread: a thread outlives
+-- its task when the engine reuses it.
+local current = async.current
 local now, sleep = async.now, async.sleep
 local encode, decode = cjson.encode, cjson.decode
 local null = redis.null
@@ -216,7 +218,7 @@ end
 -- the entry's id.
 function Queue:_take()
   local e = table_remove(self.buf, 1)
-  local co = running()
+  local co = current()
   local held = self.held[co]
   if held == nil then
     held = {}
@@ -274,7 +276,7 @@ function Queue:task_done(id)
       if held then break end
     end
   else
-    held = self.held[running()]
+    held = self.held[current()]
     if held == nil or #held == 0 then
       held = nil
       for _, h in pairs(self.held) do
