@@ -10,7 +10,7 @@ local listen, dispatch_requests, stop = core.listen, core.dispatch, core.stop
 local info, idle, cancel_handlers = core.info, core.idle, core.cancel
 local setmetatable, type, tostring, error = setmetatable, type, tostring, error
 local xpcall, pcall, pairs, ipairs = xpcall, pcall, pairs, ipairs
-local tonumber, require, rawset = tonumber, require, rawset
+local tonumber, require, rawset, rawget = tonumber, require, rawset, rawget
 local traceback = debug.traceback
 local concat, insert = table.concat, table.insert
 local gsub, gmatch, find, sub, upper, char, format =
@@ -52,6 +52,13 @@ local function decode_query(qs)
   return t
 end
 
+-- The state of req and res lives in their array parts, made whole by the
+-- constructors in run: cheaper to build than named fields, and out of the
+-- way of the names a handler may add.
+local Q_R <const>, Q_QS <const>, Q_BODY <const> = 1, 2, 3
+local S_R <const>, S_STATUS <const>, S_SENT <const> = 1, 2, 3
+local S_HEADERS <const>, S_CTYPE <const>, S_STREAMING <const> = 4, 5, 6
+
 local Request = {}
 local request_mt = {}
 
@@ -59,11 +66,11 @@ function request_mt.__index(req, k)
   local m = Request[k]
   if m ~= nil then return m end
   if k == "headers" then
-    local h = req._R:headers()
+    local h = req[Q_R]:headers()
     rawset(req, "headers", h)
     return h
   elseif k == "query" then
-    local q = decode_query(req._qs)
+    local q = decode_query(req[Q_QS])
     rawset(req, "query", q)
     return q
   elseif k == "params" then
@@ -74,10 +81,10 @@ function request_mt.__index(req, k)
 end
 
 function Request:body()
-  local b = self._body
+  local b = rawget(self, Q_BODY)
   if b == nil then
-    b = self._R:body()
-    self._body = b
+    b = self[Q_R]:body()
+    self[Q_BODY] = b
   end
   return b
 end
@@ -100,7 +107,7 @@ function Response:status(n)
   if type(n) ~= "number" or n < 100 or n > 999 or n % 1 ~= 0 then
     error("bad argument #1 to 'status' (HTTP status expected)", 2)
   end
-  self._status = n
+  self[S_STATUS] = n
   return self
 end
 
@@ -108,47 +115,47 @@ function Response:header(k, v)
   if type(k) ~= "string" then
     error("bad argument #1 to 'header' (string expected)", 2)
   end
-  local h = self._h
+  local h = self[S_HEADERS]
   if h == nil then
     h = {}
-    self._h = h
+    self[S_HEADERS] = h
   end
   h[#h + 1] = k
   h[#h + 1] = tostring(v)
-  if upper(k) == "CONTENT-TYPE" then self._ctype = true end
+  if upper(k) == "CONTENT-TYPE" then self[S_CTYPE] = true end
   return self
 end
 
 function Response:send(body)
   if body ~= nil and type(body) ~= "string" then body = tostring(body) end
-  self._sent = true
-  self._R:respond(self._status, self._h, body)
+  self[S_SENT] = true
+  self[S_R]:respond(self[S_STATUS], self[S_HEADERS], body)
 end
 
 function Response:json(value)
   local body = codec().encode(value)
-  if not self._ctype then self:header("content-type", "application/json") end
-  self._sent = true
-  self._R:respond(self._status, self._h, body)
+  if not self[S_CTYPE] then self:header("content-type", "application/json") end
+  self[S_SENT] = true
+  self[S_R]:respond(self[S_STATUS], self[S_HEADERS], body)
 end
 
 local function start(self)
-  if not self._streaming then
-    self._streaming = true
-    self._sent = true
-    self._R:start(self._status, self._h)
+  if not self[S_STREAMING] then
+    self[S_STREAMING] = true
+    self[S_SENT] = true
+    self[S_R]:start(self[S_STATUS], self[S_HEADERS])
   end
 end
 
 function Response:write(chunk)
   if type(chunk) ~= "string" then chunk = tostring(chunk) end
   start(self)
-  self._R:write(chunk)
+  self[S_R]:write(chunk)
 end
 
 function Response:finish()
   start(self)
-  self._R:finish()
+  self[S_R]:finish()
 end
 
 local Sse = {}
@@ -164,19 +171,19 @@ function Sse:send(ev, data)
     parts[#parts + 1] = "data: " .. line .. "\n"
   end
   parts[#parts + 1] = "\n"
-  self._res._R:write(concat(parts))
+  self._res[S_R]:write(concat(parts))
 end
 
 function Sse:comment(text)
-  self._res._R:write(": " .. tostring(text or "") .. "\n\n")
+  self._res[S_R]:write(": " .. tostring(text or "") .. "\n\n")
 end
 
 function Sse:close()
-  self._res._R:finish()
+  self._res[S_R]:finish()
 end
 
 function Response:sse()
-  if not self._ctype then self:header("content-type", "text/event-stream") end
+  if not self[S_CTYPE] then self:header("content-type", "text/event-stream") end
   self:header("cache-control", "no-cache")
   start(self)
   return setmetatable({_res = self}, Sse)
@@ -258,10 +265,8 @@ end
 -- Each request's task (spawned by core.dispatch). When it ends, however
 -- it ends, the C side lets go of R: an unanswered request gets a 503.
 local function run(srv, R, method, path, qs)
-  local req = setmetatable({method = method, path = path, _qs = qs, _R = R},
-                           request_mt)
-  -- _sent is there from the start: setting it later would grow the table.
-  local res = setmetatable({_R = R, _status = 200, _sent = false}, Response)
+  local req = setmetatable({R, qs, nil, method = method, path = path}, request_mt)
+  local res = setmetatable({R, 200, false, nil, nil, nil}, Response)
   local fn, params = nil, nil
   local answered = false
   if srv._routes[1] ~= nil then
@@ -282,9 +287,9 @@ local function run(srv, R, method, path, qs)
     if params then req.params = params end
     local ok, e = xpcall(fn, handler_error, req, res)
     if ok then
-      if not res._sent then
-        pcall(R.respond, R, 204, res._h)
-      elseif res._streaming and R:state() == "streaming" then
+      if not res[S_SENT] then
+        pcall(R.respond, R, 204, res[S_HEADERS])
+      elseif res[S_STREAMING] and R:state() == "streaming" then
         pcall(R.finish, R)
       end
     elseif is_kind(e, "cancelled") then
