@@ -79,10 +79,12 @@ typedef struct {
   uint8_t lua;            /* its handler task has not ended */
   uint8_t state;          /* R_* */
   uint8_t busy;           /* a chunk is with h2o; proceed not yet called */
+  uint8_t closing;        /* its handler task is closing the server */
   uint8_t finish_pending; /* at proceed: 1 send the final chunk, 2 abort */
   char *buf;              /* the chunk in flight, while busy */
   size_t cap;
-  ar__task_t *waiter; /* the task waiting in write/finish for proceed */
+  ar__list_t waiters; /* tasks waiting in write/finish for proceed (the
+                       * handler, or tasks it gave res to) */
   ar__task_t *task;   /* its handler task, while lua */
   ar__done_t done;    /* on that task: handler_done */
 } sreq_t;
@@ -112,6 +114,7 @@ struct server_s {
   ar__list_t incoming;
   ar__list_t active; /* sreq_t whose handler task runs */
   size_t nactive;
+  size_t nclosing;         /* of those, handlers in srv:close() (l_closing) */
   ar__list_t idle_waiters; /* tasks in core.idle */
   ar__list_t wdone;        /* conn_t with a write callback due */
   conn_t *reading;         /* h2o is parsing what it read from it */
@@ -230,6 +233,7 @@ static void server_check(server_t *srv) {
 
 static void sreq_check(sreq_t *s) {
   if (s->req != NULL || s->lua || s->queued) return;
+  assert(ar__list_empty(&s->waiters));
   server_t *srv = s->srv;
   free(s->buf);
   free(s);
@@ -239,12 +243,11 @@ static void sreq_check(sreq_t *s) {
   grace_check(m);
 }
 
+/* Wakes every task waiting for proceed: each looks again (the first may
+ * send; the others then wait again), or finds the request gone. */
 static void sreq_wake(sreq_t *s) {
-  if (s->waiter != NULL) {
-    ar__task_t *t = s->waiter;
-    s->waiter = NULL;
-    ar__task_wake(t, 0);
-  }
+  while (!ar__list_empty(&s->waiters))
+    ar__task_wake(ar__waiters_shift(&s->waiters), 0);
 }
 
 /* h2o clears the request's pool: the request is over (answered, or its
@@ -347,6 +350,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   s->req = req;
   s->gen.proceed = gen_proceed;
   s->gen.stop = gen_stop;
+  ar__list_init(&s->waiters);
   s->queued = 1;
   srv->nreqs++;
   ar__list_insert_tail(&srv->incoming, &s->node);
@@ -737,7 +741,7 @@ static void release(sreq_t *s) {
       }
     }
   }
-  s->waiter = NULL;
+  sreq_wake(s); /* they find the request released */
   s->lua = 0;
   sreq_check(s);
 }
@@ -751,9 +755,9 @@ static void handler_done(ar__done_t *d, ar__task_t *t) {
   server_t *srv = s->srv;
   s->task = NULL;
   ar__list_remove(&s->node);
-  /* A waiter may be a handler closing its own server: <= 1 (idle_k
-   * checks again). */
-  if (--srv->nactive <= 1)
+  srv->nactive--;
+  if (s->closing) srv->nclosing--;
+  if (srv->nactive <= srv->nclosing) /* idle_k checks again */
     while (!ar__list_empty(&srv->idle_waiters))
       ar__task_wake(ar__waiters_shift(&srv->idle_waiters), 0);
   release(s); /* may free s, then srv */
@@ -822,28 +826,34 @@ static int l_dispatch(lua_State *L) {
   return dispatch_k(L, LUA_OK, 0);
 }
 
-/* Whether t is one of srv's running handler tasks. */
-static int runs_handler(server_t *srv, const ar__task_t *t) {
-  for (ar__list_t *n = srv->active.next; n != &srv->active; n = n->next)
-    if (ar__container_of(n, sreq_t, node)->task == t) return 1;
+/* Handler tasks that called close on their own server are left out of
+ * what close waits for and cancels: waiting for one of them would wait
+ * for the close itself. */
+
+/* core.closing(server, task): task is closing the server; if it is one of
+ * its handlers, it is no longer waited for. */
+static int l_closing(lua_State *L) {
+  server_t *srv = check_server(L, 1);
+  ar__task_t *t = ar__task_check(L, 2);
+  for (ar__list_t *n = srv->active.next; n != &srv->active; n = n->next) {
+    sreq_t *s = ar__container_of(n, sreq_t, node);
+    if (s->task == t && !s->closing) {
+      s->closing = 1;
+      srv->nclosing++;
+      while (!ar__list_empty(&srv->idle_waiters)) /* they look again */
+        ar__task_wake(ar__waiters_shift(&srv->idle_waiters), 0);
+    }
+  }
   return 0;
 }
 
-/* The closing task at 2 (a handle, or nil). */
-static ar__task_t *opt_closer(lua_State *L) {
-  return lua_isnoneornil(L, 2) ? NULL : ar__task_check(L, 2);
-}
-
-/* core.idle(server [, closer]): waits until no handler task is running
- * but closer, the task closing the server (a handler closing its own
- * server must not wait for itself). */
+/* core.idle(server): waits until every handler task still running is
+ * one that is closing the server. */
 static int idle_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   server_t *srv = check_server(L, 1);
-  ar__task_t *closer = opt_closer(L);
-  size_t self = closer != NULL && runs_handler(srv, closer);
-  if (srv->nactive <= self) return 0;
+  if (srv->nactive <= srv->nclosing) return 0;
   ar__task_t *t = ar__task_check_current(L, "server close");
   ar__waiters_push(&srv->idle_waiters, t);
   return ar__task_suspend(L, t, ar__waiters_cancel, NULL, idle_k, 0);
@@ -851,14 +861,13 @@ static int idle_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int l_idle(lua_State *L) { return idle_k(L, LUA_OK, 0); }
 
-/* core.cancel(server [, closer]): cancels every handler task still
- * running but closer. */
+/* core.cancel(server): cancels every handler task still running but those
+ * closing the server. */
 static int l_cancel(lua_State *L) {
   server_t *srv = check_server(L, 1);
-  ar__task_t *closer = opt_closer(L);
   for (ar__list_t *n = srv->active.next; n != &srv->active; n = n->next) {
     sreq_t *s = ar__container_of(n, sreq_t, node);
-    if (s->task != closer) ar__task_cancel(s->task);
+    if (!s->closing) ar__task_cancel(s->task);
   }
   return 0;
 }
@@ -1130,17 +1139,12 @@ static int r_start(lua_State *L) {
   return 0;
 }
 
-static int writer_cancel(ar__task_t *t, void *data) {
-  (void)t;
-  ((sreq_t *)data)->waiter = NULL;
-  return AR__CANCEL_DONE;
-}
-
-/* Waits until h2o has taken the previous chunk (proceed). */
+/* Waits until h2o has taken the previous chunk (proceed). Several tasks
+ * may wait at once: the handler and tasks it handed res to. */
 static int wait_proceed(lua_State *L, sreq_t *s, lua_KFunction k) {
   ar__task_t *t = ar__task_check_current(L, "response write");
-  s->waiter = t;
-  return ar__task_suspend(L, t, writer_cancel, s, k, 0);
+  ar__waiters_push(&s->waiters, t);
+  return ar__task_suspend(L, t, ar__waiters_cancel, NULL, k, 0);
 }
 
 /* R:write(chunk): hands one chunk to h2o. If the previous one is still
@@ -1200,9 +1204,10 @@ static int r_state(lua_State *L) {
 
 static int load_front(lua_State *L) {
   static const luaL_Reg core[] = {
-      {"listen", l_listen}, {"dispatch", l_dispatch}, {"idle", l_idle},
-      {"cancel", l_cancel}, {"stop", l_stop},         {"info", l_info},
-      {NULL, NULL}};
+      {"listen", l_listen}, {"dispatch", l_dispatch},
+      {"idle", l_idle},     {"closing", l_closing},
+      {"cancel", l_cancel}, {"stop", l_stop},
+      {"info", l_info},     {NULL, NULL}};
   static const luaL_Reg req_methods[] = {
       {"headers", r_headers}, {"body", r_body},   {"respond", r_respond},
       {"start", r_start},     {"write", r_write}, {"finish", r_finish},

@@ -8,9 +8,10 @@ local spawn, event, current = async.spawn, async.event, async.current
 local wait_for, aerror = async.wait_for, async.error
 local listen, dispatch_requests, stop = core.listen, core.dispatch, core.stop
 local info, idle, cancel_handlers = core.info, core.idle, core.cancel
+local closing = core.closing
 local setmetatable, type, tostring, error = setmetatable, type, tostring, error
 local xpcall, pcall, pairs, ipairs = xpcall, pcall, pairs, ipairs
-local tonumber, require, rawset, rawget = tonumber, require, rawset, rawget
+local tonumber, require, rawset = tonumber, require, rawset
 local traceback = debug.traceback
 local concat, insert = table.concat, table.insert
 local gsub, gmatch, find, sub, upper, char, format =
@@ -52,13 +53,6 @@ local function decode_query(qs)
   return t
 end
 
--- The state of req and res lives in their array parts, made whole by the
--- constructors in run: cheaper to build than named fields, and out of the
--- way of the names a handler may add.
-local Q_R <const>, Q_QS <const>, Q_BODY <const> = 1, 2, 3
-local S_R <const>, S_STATUS <const>, S_SENT <const> = 1, 2, 3
-local S_HEADERS <const>, S_CTYPE <const>, S_STREAMING <const> = 4, 5, 6
-
 local Request = {}
 local request_mt = {}
 
@@ -66,11 +60,11 @@ function request_mt.__index(req, k)
   local m = Request[k]
   if m ~= nil then return m end
   if k == "headers" then
-    local h = req[Q_R]:headers()
+    local h = req._R:headers()
     rawset(req, "headers", h)
     return h
   elseif k == "query" then
-    local q = decode_query(req[Q_QS])
+    local q = decode_query(req._qs)
     rawset(req, "query", q)
     return q
   elseif k == "params" then
@@ -81,10 +75,10 @@ function request_mt.__index(req, k)
 end
 
 function Request:body()
-  local b = rawget(self, Q_BODY)
+  local b = self._body
   if b == nil then
-    b = self[Q_R]:body()
-    self[Q_BODY] = b
+    b = self._R:body()
+    self._body = b
   end
   return b
 end
@@ -107,7 +101,7 @@ function Response:status(n)
   if type(n) ~= "number" or n < 100 or n > 999 or n % 1 ~= 0 then
     error("bad argument #1 to 'status' (HTTP status expected)", 2)
   end
-  self[S_STATUS] = n
+  self._status = n
   return self
 end
 
@@ -115,47 +109,56 @@ function Response:header(k, v)
   if type(k) ~= "string" then
     error("bad argument #1 to 'header' (string expected)", 2)
   end
-  local h = self[S_HEADERS]
+  -- What would let a value start a header or a response of its own (a
+  -- query string echoed into a header, say) is refused, as Node does.
+  if k == "" or find(k, "[^%w!#$%%&'*+%-.^_`|~]") then
+    error(format("bad argument #1 to 'header' (%q is not a header name)", k), 2)
+  end
+  v = tostring(v)
+  if find(v, "[\r\n\0]") then
+    error("bad argument #2 to 'header' (header value with CR, LF or NUL)", 2)
+  end
+  local h = self._h
   if h == nil then
     h = {}
-    self[S_HEADERS] = h
+    self._h = h
   end
   h[#h + 1] = k
-  h[#h + 1] = tostring(v)
-  if upper(k) == "CONTENT-TYPE" then self[S_CTYPE] = true end
+  h[#h + 1] = v
+  if upper(k) == "CONTENT-TYPE" then self._ctype = true end
   return self
 end
 
 function Response:send(body)
   if body ~= nil and type(body) ~= "string" then body = tostring(body) end
-  self[S_SENT] = true
-  self[S_R]:respond(self[S_STATUS], self[S_HEADERS], body)
+  self._sent = true
+  self._R:respond(self._status, self._h, body)
 end
 
 function Response:json(value)
   local body = codec().encode(value)
-  if not self[S_CTYPE] then self:header("content-type", "application/json") end
-  self[S_SENT] = true
-  self[S_R]:respond(self[S_STATUS], self[S_HEADERS], body)
+  if not self._ctype then self:header("content-type", "application/json") end
+  self._sent = true
+  self._R:respond(self._status, self._h, body)
 end
 
 local function start(self)
-  if not self[S_STREAMING] then
-    self[S_STREAMING] = true
-    self[S_SENT] = true
-    self[S_R]:start(self[S_STATUS], self[S_HEADERS])
+  if not self._streaming then
+    self._streaming = true
+    self._sent = true
+    self._R:start(self._status, self._h)
   end
 end
 
 function Response:write(chunk)
   if type(chunk) ~= "string" then chunk = tostring(chunk) end
   start(self)
-  self[S_R]:write(chunk)
+  self._R:write(chunk)
 end
 
 function Response:finish()
   start(self)
-  self[S_R]:finish()
+  self._R:finish()
 end
 
 local Sse = {}
@@ -171,19 +174,19 @@ function Sse:send(ev, data)
     parts[#parts + 1] = "data: " .. line .. "\n"
   end
   parts[#parts + 1] = "\n"
-  self._res[S_R]:write(concat(parts))
+  self._res._R:write(concat(parts))
 end
 
 function Sse:comment(text)
-  self._res[S_R]:write(": " .. tostring(text or "") .. "\n\n")
+  self._res._R:write(": " .. tostring(text or "") .. "\n\n")
 end
 
 function Sse:close()
-  self._res[S_R]:finish()
+  self._res._R:finish()
 end
 
 function Response:sse()
-  if not self[S_CTYPE] then self:header("content-type", "text/event-stream") end
+  if not self._ctype then self:header("content-type", "text/event-stream") end
   self:header("cache-control", "no-cache")
   start(self)
   return setmetatable({_res = self}, Sse)
@@ -265,8 +268,10 @@ end
 -- Each request's task (spawned by core.dispatch). When it ends, however
 -- it ends, the C side lets go of R: an unanswered request gets a 503.
 local function run(srv, R, method, path, qs)
-  local req = setmetatable({R, qs, nil, method = method, path = path}, request_mt)
-  local res = setmetatable({R, 200, false, nil, nil, nil}, Response)
+  local req = setmetatable({method = method, path = path, _qs = qs, _R = R},
+                           request_mt)
+  -- _sent is there from the start: setting it later would grow the table.
+  local res = setmetatable({_R = R, _status = 200, _sent = false}, Response)
   local fn, params = nil, nil
   local answered = false
   if srv._routes[1] ~= nil then
@@ -287,9 +292,9 @@ local function run(srv, R, method, path, qs)
     if params then req.params = params end
     local ok, e = xpcall(fn, handler_error, req, res)
     if ok then
-      if not res[S_SENT] then
-        pcall(R.respond, R, 204, res[S_HEADERS])
-      elseif res[S_STREAMING] and R:state() == "streaming" then
+      if not res._sent then
+        pcall(R.respond, R, 204, res._h)
+      elseif res._streaming and R:state() == "streaming" then
         pcall(R.finish, R)
       end
     elseif is_kind(e, "cancelled") then
@@ -328,13 +333,13 @@ function Server:route(method, pattern, fn)
   return self
 end
 
--- Waits until no handler is running but the closing task `me` (a handler
--- may close its own server); the dispatcher ends first, so none can start
--- any more.
-local function drain(self, me)
+-- Waits until no handler is running but those in close (a handler may
+-- close its own server); the dispatcher ends first, so none can start any
+-- more.
+local function drain(self)
   local d = self._dispatcher
   if not d:done() then self._done_ev:wait() end
-  idle(self._S, me)
+  idle(self._S)
 end
 
 local function closed(self)
@@ -354,26 +359,27 @@ function Server:close(opts)
     end
   end
   if self._closed then return end
+  -- A handler closing its own server is not waited for (nor cancelled).
+  closing(self._S, current())
   if self._closing then
     self._closed_ev:wait()
     return
   end
   self._closing = true
   stop(self._S)
-  local me = current()
-  local ok, e = pcall(wait_for, function() drain(self, me) end, grace)
+  local ok, e = pcall(wait_for, function() drain(self) end, grace)
   if not ok and is_kind(e, "timeout") then
     -- Grace is over: cancel what still runs, then wait for it to end.
     self._dispatcher:cancel()
     stop(self._S, true)
-    cancel_handlers(self._S, me)
-    ok, e = pcall(drain, self, me)
+    cancel_handlers(self._S)
+    ok, e = pcall(drain, self)
   end
   if not ok then
     -- This close was cancelled or failed: the server closes by force, and
     -- whoever waits for it (srv:wait(), another close) is let go.
     stop(self._S, true)
-    cancel_handlers(self._S, me)
+    cancel_handlers(self._S)
     closed(self)
     error(e, 0)
   end

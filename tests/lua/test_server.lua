@@ -313,4 +313,65 @@ check.test("a close that is cancelled still releases srv:wait() and the next clo
   check.truthy(async.now() - t0 < 0.5, "a later close returns at once")
 end)
 
+check.test("several closers: handlers closing at once, and a handler closing during the script's close", function()
+  -- Two handlers close the server at the same time.
+  local srv
+  local returned = 0
+  srv = http.serve({ port = 0, handler = function(req, res)
+    res:send("bye")
+    srv:close({ grace = 5 })
+    returned = returned + 1
+  end })
+  local t0 = async.now()
+  local a = async.spawn(http.get, srv.url .. "/one")
+  local b = async.spawn(http.get, srv.url .. "/two")
+  check.eq(a:await().status, 200)
+  check.eq(b:await().status, 200)
+  srv:wait()
+  local deadline = async.now() + 2
+  while returned < 2 and async.now() < deadline do async.sleep(0.01) end
+  check.eq(returned, 2, "both closes returned in their handlers")
+  check.truthy(async.now() - t0 < 2, "not after the grace period: " .. (async.now() - t0))
+  -- The script closes while a handler runs; the handler then closes too.
+  local started = async.event()
+  local done = false
+  srv = http.serve({ port = 0, handler = function(req, res)
+    started:set()
+    async.sleep(0.2)
+    res:send("bye")
+    srv:close()
+    done = true
+  end })
+  local c = async.spawn(http.get, srv.url .. "/shutdown")
+  started:wait()
+  t0 = async.now()
+  srv:close({ grace = 5 })
+  local took = async.now() - t0
+  check.truthy(took >= 0.1 and took < 2, "the script's close took " .. took .. " s")
+  check.eq(c:await().status, 200, "the handler's answer")
+  deadline = async.now() + 2
+  while not done and async.now() < deadline do async.sleep(0.01) end
+  check.truthy(done, "the handler's close returned")
+  check.eq(srv:stats().active, 0)
+end)
+
+check.test("header names and values that could split the response are refused", function()
+  local errs = {}
+  local srv = http.serve({ port = 0, handler = function(req, res)
+    local ok, e = pcall(res.header, res, "x-echo", req.query.v)
+    errs[#errs + 1] = not ok and e or "accepted"
+    ok, e = pcall(res.header, res, "bad name", "v")
+    errs[#errs + 1] = not ok and e or "accepted"
+    res:header("x-fine", "a b\tc"):send("ok")
+  end })
+  local r = http.get(srv.url .. "/h?v=a%0d%0aset-cookie:%20session=evil")
+  check.eq(r.status, 200)
+  check.eq(r.headers["set-cookie"], nil, "no injected header")
+  check.eq(r.headers["x-echo"], nil, "no echoed header")
+  check.eq(r.headers["x-fine"], "a b\tc", "a value with a tab")
+  check.matches(errs[1], "header value with CR, LF or NUL", "value error")
+  check.matches(errs[2], "is not a header name", "name error")
+  srv:close()
+end)
+
 check.done()

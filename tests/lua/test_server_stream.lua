@@ -192,4 +192,31 @@ print("alive")
   check.matches(r.out, "alive", "the server went on")
 end)
 
+check.test("tasks a handler hands res to may write; they are let go when it ends", function()
+  local writer
+  local srv = http.serve({ port = 0, handler = function(req, res)
+    if req.path == "/await" then
+      async.spawn(function() res:write("a") res:write("b") res:finish() end):await()
+    else
+      writer = async.spawn(function()
+        for _ = 1, 100 do res:write(string.rep("x", 65536)) end
+      end)
+      async.sleep(0.01)
+      error("the handler gives up") -- while the writer waits for its chunk
+    end
+  end })
+  local r = http.get(srv.url .. "/await")
+  check.eq(r.status, 200, "status")
+  check.eq(r.body, "ab", "body written by another task")
+  pcall(http.get, srv.url .. "/leave", { timeout = 5 }) -- a cut stream
+  -- The handler ended while the writer waited for its chunk to go out:
+  -- the writer is woken and fails, it does not wait for ever.
+  local ok, e = pcall(async.wait_for, function() return writer:await() end, 5)
+  check.eq(ok, false, "the writer's writes fail")
+  check.matches(tostring(type(e) == "table" and e.message or e), "request is released", "the writer's error")
+  check.truthy(writer:done(), "the writer ended")
+  check.eq(srv:stats().active, 0, "no handler left")
+  srv:close()
+end)
+
 check.done()
