@@ -74,9 +74,8 @@ typedef struct {
   h2o_generator_t gen;
   conn_t *conn;    /* NULL for TLS connections, and once disposed of */
   ar__list_t node; /* in srv->incoming until dispatched (queued), then in
-                    * srv->active until its task ends (lua) */
+                    * srv->active until its task ends */
   uint8_t queued;
-  uint8_t lua;            /* its handler task has not ended */
   uint8_t state;          /* R_* */
   uint8_t busy;           /* a chunk is with h2o; proceed not yet called */
   uint8_t closing;        /* its handler task is closing the server */
@@ -85,7 +84,8 @@ typedef struct {
   size_t cap;
   ar__list_t waiters; /* tasks waiting in write/finish for proceed (the
                        * handler, or tasks it gave res to) */
-  ar__task_t *task;   /* its handler task, while lua */
+  ar__task_t *task;   /* its handler task, until that has ended and the
+                       * request is let go (release) */
   ar__done_t done;    /* on that task: handler_done */
 } sreq_t;
 
@@ -232,7 +232,7 @@ static void server_check(server_t *srv) {
 /* ---- requests ---------------------------------------------------------- */
 
 static void sreq_check(sreq_t *s) {
-  if (s->req != NULL || s->lua || s->queued) return;
+  if (s->req != NULL || s->task != NULL || s->queued) return;
   assert(ar__list_empty(&s->waiters));
   server_t *srv = s->srv;
   free(s->buf);
@@ -243,12 +243,15 @@ static void sreq_check(sreq_t *s) {
   grace_check(m);
 }
 
+static void wake_all(ar__list_t *waiters) {
+  ar__task_t *t;
+  while ((t = ar__waiters_shift(waiters)) != NULL)
+    ar__task_wake(t, 0);
+}
+
 /* Wakes every task waiting for proceed: each looks again (the first may
  * send; the others then wait again), or finds the request gone. */
-static void sreq_wake(sreq_t *s) {
-  while (!ar__list_empty(&s->waiters))
-    ar__task_wake(ar__waiters_shift(&s->waiters), 0);
-}
+static void sreq_wake(sreq_t *s) { wake_all(&s->waiters); }
 
 /* h2o clears the request's pool: the request is over (answered, or its
  * connection died). Runs inside h2o, so it only records. */
@@ -741,8 +744,8 @@ static void release(sreq_t *s) {
       }
     }
   }
-  sreq_wake(s); /* they find the request released */
-  s->lua = 0;
+  sreq_wake(s);   /* they find the request released */
+  s->task = NULL; /* last: sreq_check may free s from here on */
   sreq_check(s);
 }
 
@@ -753,13 +756,11 @@ static void handler_done(ar__done_t *d, ar__task_t *t) {
   (void)t;
   sreq_t *s = ar__container_of(d, sreq_t, done);
   server_t *srv = s->srv;
-  s->task = NULL;
   ar__list_remove(&s->node);
   srv->nactive--;
   if (s->closing) srv->nclosing--;
   if (srv->nactive <= srv->nclosing) /* idle_k checks again */
-    while (!ar__list_empty(&srv->idle_waiters))
-      ar__task_wake(ar__waiters_shift(&srv->idle_waiters), 0);
+    wake_all(&srv->idle_waiters);
   release(s); /* may free s, then srv */
 }
 
@@ -791,7 +792,6 @@ static void spawn_handler(lua_State *L, server_t *srv) {
   /* Nothing raises from here on. */
   ar__list_remove(&s->node);
   s->queued = 0;
-  s->lua = 1;
   s->task = t;
   b->s = s;
   b->task = t;
@@ -840,8 +840,7 @@ static int l_closing(lua_State *L) {
     if (s->task == t && !s->closing) {
       s->closing = 1;
       srv->nclosing++;
-      while (!ar__list_empty(&srv->idle_waiters)) /* they look again */
-        ar__task_wake(ar__waiters_shift(&srv->idle_waiters), 0);
+      wake_all(&srv->idle_waiters); /* they look again */
     }
   }
   return 0;

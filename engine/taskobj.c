@@ -416,6 +416,15 @@ static const void *new_task_metatable(lua_State *L, const char *name,
   return mt;
 }
 
+/* Pushes a new table whose keys or values (mode "k" or "v") are weak. */
+static void push_weak_table(lua_State *L, int narr, const char *mode) {
+  lua_createtable(L, narr, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+}
+
 void ar__task_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"await", task_await},   {"cancel", task_cancel},
@@ -433,21 +442,13 @@ void ar__task_open(lua_State *L) {
   E->task_failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushboolean(L, 0);
   E->reraise_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_createtable(L, AR__CO_POOL_MAX, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
+  push_weak_table(L, AR__CO_POOL_MAX, "v");
   E->co_pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   E->co_pool_n = 0;
   E->co_empty = lua_newthread(L);
   E->co_empty_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* t:cancel(msg)'s messages, dropped with their tasks. */
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
+  push_weak_table(L, 0, "k");
   E->cancel_msgs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
