@@ -3,6 +3,7 @@
 -- graceful close with requests in flight.
 local async = require "async"
 local http = require "async.http"
+local net = require "async.net"
 local check = require "check"
 local outside = require "outside"
 local child = require "child"
@@ -217,6 +218,38 @@ check.test("tasks a handler hands res to may write; they are let go when it ends
   check.truthy(writer:done(), "the writer ended")
   check.eq(srv:stats().active, 0, "no handler left")
   srv:close()
+end)
+
+check.test("a writer cancelled while it waits for its chunk to go out", function()
+  local blocked = async.event()
+  local writer, handler_err
+  local srv = http.serve({ port = 0, handler = function(req, res)
+    if req.path == "/ok" then return res:send("ok") end
+    writer = async.spawn(function()
+      local big = string.rep("x", 1 << 20)
+      for i = 1, 256 do
+        if i == 2 then blocked:set() end
+        res:write(big)
+      end
+    end)
+    local ok, e = pcall(writer.await, writer)
+    handler_err = e
+    if not ok then error(e, 0) end
+  end })
+  -- A client that asks and never reads: the writer soon waits for proceed.
+  local c <close> = net.connect("127.0.0.1", srv.port)
+  c:write("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+  async.wait_for(function() blocked:wait() end, 5)
+  async.sleep(0.2)
+  check.eq(writer:done(), false, "the writer waits")
+  writer:cancel()
+  check.raises("cancelled", writer.await, writer)
+  local deadline = async.now() + 5
+  while srv:stats().active > 0 and async.now() < deadline do async.sleep(0.01) end
+  check.eq(srv:stats().active, 0, "the handler ended")
+  check.eq(type(handler_err) == "table" and handler_err.kind, "cancelled", "the handler saw it")
+  check.eq(http.get(srv.url .. "/ok").body, "ok", "the server keeps serving")
+  srv:close({ grace = 0 })
 end)
 
 check.done()
